@@ -1,0 +1,161 @@
+"""Parameters: params.yaml (+ the active suite's overlay), validated by the closed JSON schema in
+workflow/schemas/params.schema.yaml, defaults filled from that schema.
+
+The Snakefile (workflow/rules/common.smk) and the `dfg` CLI both call `load_params`, so the workflow and
+every job see the same numbers. The suite is chosen by the `suite` key: `params.yaml` itself is the
+`demo` suite; any other name merges `workflow/suites/<name>.yaml` over it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dfg import DfgError
+
+DEFAULT_PARAMS = Path("params.yaml")
+SCHEMA_RELPATH = Path("workflow/schemas/params.schema.yaml")
+SUITES_RELPATH = Path("workflow/suites")
+BASE_SUITE = "demo"
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Recursive dict merge: mappings merge key by key, anything else (lists included) is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def project_root(params_path: str | Path = DEFAULT_PARAMS) -> Path:
+    return Path(params_path).resolve().parent
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise DfgError(f"parameter file {path} not found; run from the project root or pass --params") from None
+    except yaml.YAMLError as e:
+        raise DfgError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise DfgError(f"{path} must hold a mapping at top level")
+    return data
+
+
+def suite_file(suite: str, root: Path) -> Path:
+    return root / SUITES_RELPATH / f"{suite}.yaml"
+
+
+def available_suites(root: Path) -> list[str]:
+    return sorted({BASE_SUITE} | {p.stem for p in (root / SUITES_RELPATH).glob("*.yaml")})
+
+
+def resolve(raw: dict, root: Path, suite: str | None = None) -> dict:
+    """Merge the suite overlay named by `suite` (or raw['suite']) over `raw`."""
+    suite = suite or raw.get("suite", BASE_SUITE)
+    merged = copy.deepcopy(raw)
+    if suite != BASE_SUITE:
+        path = suite_file(suite, root)
+        if not path.exists():
+            raise DfgError(
+                f"unknown suite {suite!r}: no {path.relative_to(root)}; "
+                f"known suites: {', '.join(available_suites(root))}"
+            )
+        merged = deep_merge(merged, _read_yaml(path))
+    merged["suite"] = suite
+    return merged
+
+
+def load_schema(root: Path) -> dict:
+    return _read_yaml(root / SCHEMA_RELPATH)
+
+
+def _fill_defaults_validator():
+    import jsonschema
+
+    base = jsonschema.Draft7Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def validate(params: dict, schema: dict, source: str = "params.yaml") -> dict:
+    """Validate in place (filling defaults); raise DfgError naming the offending key on the first error."""
+    validator_cls = _fill_defaults_validator()
+    errors = sorted(validator_cls(schema).iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise DfgError(f"{source}: invalid parameter {key}: {err.message}{more}")
+    return params
+
+
+def check_semantics(params: dict) -> None:
+    """Checks the schema cannot express: names that must exist in a registry, counts against classes."""
+    from dfg.data.registry import DATASETS
+    from dfg.methods import METHODS
+    from dfg.models import BACKBONES
+
+    def fail(key: str, msg: str) -> None:
+        raise DfgError(f"params: invalid parameter {key}: {msg}")
+
+    for name, src in params.get("sources", {}).items():
+        if src["backbone"] not in BACKBONES:
+            fail(f"sources.{name}.backbone", f"unknown backbone {src['backbone']!r}; known: {BACKBONES.names()}")
+        if src.get("dataset") and src["dataset"] not in DATASETS:
+            fail(f"sources.{name}.dataset", f"unknown dataset {src['dataset']!r}; known: {DATASETS.names()}")
+    for name, task in params.get("tasks", {}).items():
+        if task["dataset"] not in DATASETS:
+            fail(f"tasks.{name}.dataset", f"unknown dataset {task['dataset']!r}; known: {DATASETS.names()}")
+        if task["source"] not in params.get("sources", {}):
+            fail(f"tasks.{name}.source", f"unknown source {task['source']!r}; define it under sources")
+        n_classes = DATASETS.get(task["dataset"]).num_classes
+        n_min = task["split"].get("n_minority", 0)
+        if n_min > n_classes:
+            fail(f"tasks.{name}.split.n_minority", f"{n_min} minority classes but {task['dataset']} has {n_classes}")
+    run = params.get("run", {})
+    for t in run.get("tasks", []):
+        if t not in params.get("tasks", {}):
+            fail("run.tasks", f"unknown task {t!r}; known: {sorted(params.get('tasks', {}))}")
+    for m in run.get("methods", []):
+        if m not in METHODS:
+            fail("run.methods", f"unknown method {m!r}; known: {METHODS.names()}")
+
+
+def load_params(
+    path: str | Path = DEFAULT_PARAMS,
+    suite: str | None = None,
+    semantic: bool = True,
+) -> dict:
+    """Read params.yaml, merge the suite overlay, validate against the schema, fill defaults."""
+    path = Path(path)
+    root = project_root(path)
+    params = resolve(_read_yaml(path), root, suite)
+    validate(params, load_schema(root), source=str(path) if params["suite"] == BASE_SUITE else
+             f"{path} + {SUITES_RELPATH}/{params['suite']}.yaml")
+    if semantic:
+        check_semantics(params)
+    return params
+
+
+def select(params: dict, dotted: str) -> Any:
+    """params['a']['b'] for 'a.b'."""
+    node: Any = params
+    for part in dotted.split("."):
+        node = node[part]
+    return node

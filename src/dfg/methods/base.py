@@ -1,0 +1,95 @@
+"""The interface every method implements on the shared training loop (dfg.loop).
+
+The loop owns everything common: device, seeding, data on the device, optimiser construction from
+params, AMP, the step loop, periodic evaluation, resume checkpoints, final checkpoint, metrics. A method
+owns only what makes it different: which networks it adds, what one training step does, and (rarely)
+how its network is adapted or its logits adjusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dfg.models.base import SplitNet
+
+
+@dataclass
+class RunContext:
+    """What the loop hands a method. Built by dfg.loop; methods read it, never rebuild it."""
+
+    task: str
+    method: str
+    seed: int
+    params: dict  # the whole validated parameter tree
+    hp: dict  # params["methods"][method]
+    device: torch.device
+    net: "SplitNet"  # target network: random init (needs_source False) or source / init_from_run weights
+    source_net: "SplitNet | None"  # frozen copy of the source model in eval mode (None without a source)
+    data: Any  # dfg.batches.TaskData: .train (batch source), .num_classes, .class_counts, .minority_classes
+    total_steps: int
+    generator: torch.Generator  # seeded; use it (or torch RNG seeded by the loop) for every random draw
+    autocast: Any  # callable -> context manager: bf16 autocast on CUDA when train.amp, no-op otherwise
+    make_optimizer: Any  # callable(params_iterable) -> optimizer per train.optimizer[backbone]
+    make_scheduler: Any  # callable(optimizer) -> LR scheduler stepped once per step (or None)
+    extras: dict = field(default_factory=dict)
+
+
+class Method:
+    """Base class. Subclasses register with `@METHODS.register("name")` in their own module."""
+
+    #: True: the target net starts from the task's source model (the loop loads it and gives source_net).
+    needs_source: ClassVar[bool] = True
+    #: A method whose starting point is another method's final model of the same task and seed
+    #: (e.g. "finetune" for crt, logit_adjust_posthoc, smote_feat). The workflow makes that run an input.
+    init_from_run: ClassVar[str | None] = None
+    #: Display name in tables and figures.
+    label: ClassVar[str] = ""
+    #: True for methods that add nothing to the paper's five (tables mark them as additions).
+    addition: ClassVar[bool] = False
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    # -- network --------------------------------------------------------------------------------------
+    @classmethod
+    def adapt_net(cls, net: "SplitNet", hp: dict) -> "SplitNet":
+        """Change the architecture before weights are loaded (e.g. a cosine head). Applied identically
+        when training and when `dfg evaluate` rebuilds the model from a checkpoint."""
+        return net
+
+    # -- training ---------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Create optimisers and extra networks. Called once, before a possible resume."""
+
+    def steps(self) -> int:
+        """Number of training steps (default: params train.steps; a method may read its own hp)."""
+        return self.ctx.total_steps
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """Do one step (draw batches from self.ctx.data.train); return scalar losses for curves.csv."""
+        raise NotImplementedError
+
+    def on_train_end(self) -> None:
+        """Hook after the last step (e.g. compute a post-hoc adjustment)."""
+
+    # -- inference -------------------------------------------------------------------------------------
+    def logit_bias(self) -> torch.Tensor | None:
+        """A constant added to the logits at test time (post-hoc logit adjustment); saved in the checkpoint."""
+        return None
+
+    # -- resume ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything beyond ctx.net needed to resume (optimisers, G, D, attention, RNG-free counters)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -- figures ---------------------------------------------------------------------------------------
+    def artefacts(self) -> dict[str, Any] | None:
+        """Tensors saved as artefacts.pt next to metrics.json (see docs/architecture.md)."""
+        return None

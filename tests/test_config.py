@@ -1,0 +1,85 @@
+"""Parameters: the closed schema, defaults, suite overlays, and errors that name the key."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dfg import DfgError
+from dfg.config import deep_merge, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of params.yaml, the schema and the suites in a temp dir, to edit freely."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "workflow" / "schemas", tmp_path / "workflow" / "schemas")
+    shutil.copytree(ROOT / "workflow" / "suites", tmp_path / "workflow" / "suites", dirs_exist_ok=True)
+    return tmp_path
+
+
+def edit(project: Path, fn) -> Path:
+    path = project / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    fn(data)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_default_params_validate_and_fill_defaults():
+    params = load_params(ROOT / "params.yaml")
+    assert params["suite"] == "demo"
+    assert params["tasks"]["fmnist-synth"]["split"] == {
+        "profile": "step", "majority": 6000, "minority": 150, "n_minority": 8, "val_per_class": 0,
+    }
+    assert params["tasks"]["fmnist-synth"]["max_test"] == 0  # filled from the schema default
+
+
+def test_typo_key_is_rejected_with_its_name(project):
+    path = edit(project, lambda d: d["train"].update(stepz=5))
+    with pytest.raises(DfgError, match=r"invalid parameter train: .*stepz"):
+        load_params(path)
+
+
+def test_negative_ratio_names_the_key(project):
+    def bad(d):
+        d["tasks"]["fmnist"]["split"] = {"profile": "step", "majority": 6000, "ratio": -4, "n_minority": 8}
+
+    with pytest.raises(DfgError, match=r"tasks\.fmnist\.split\.ratio"):
+        load_params(edit(project, bad))
+
+
+def test_unknown_dataset_names_the_key(project):
+    path = edit(project, lambda d: d["tasks"]["fmnist"].update(dataset="mnist-typo"))
+    with pytest.raises(DfgError, match=r"tasks\.fmnist\.dataset.*mnist-typo"):
+        load_params(path)
+
+
+def test_more_minority_classes_than_classes_names_the_key(project):
+    path = edit(project, lambda d: d["tasks"]["svhn"]["split"].update(n_minority=11))
+    with pytest.raises(DfgError, match=r"tasks\.svhn\.split\.n_minority"):
+        load_params(path)
+
+
+def test_unknown_method_and_suite(project):
+    path = edit(project, lambda d: d["run"].update(methods=["dfg", "magic"]))
+    with pytest.raises(DfgError, match=r"run\.methods.*magic"):
+        load_params(path)
+    with pytest.raises(DfgError, match=r"unknown suite 'nope'.*known suites"):
+        load_params(project / "params.yaml", suite="nope")
+
+
+def test_suite_overlay_merges_over_params(project):
+    (project / "workflow" / "suites" / "mini.yaml").write_text("train: {steps: 7}\nrun: {seeds: [4]}\n")
+    params = load_params(project / "params.yaml", suite="mini")
+    assert params["suite"] == "mini"
+    assert params["train"]["steps"] == 7
+    assert params["run"]["seeds"] == [4]
+    assert params["train"]["batch_size"] == 64  # untouched keys survive the merge
+
+
+def test_deep_merge_replaces_lists_and_merges_dicts():
+    assert deep_merge({"a": {"b": 1, "c": [1, 2]}}, {"a": {"c": [3]}}) == {"a": {"b": 1, "c": [3]}}

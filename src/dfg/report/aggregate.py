@@ -1,0 +1,227 @@
+"""`dfg aggregate --out-dir results/<suite> METRICS_JSON...`: the suite's results tables.
+
+Writes (all atomically) into --out-dir:
+- table.csv: long format (suite, task, method, metric, mean, std, n_runs) over every scalar metric, in the
+  units of metrics.json (fractions; wall_seconds in s); std is the sample std (ddof = 1), blank for n = 1;
+- table.md / table.tex: methods x tasks, "mean ± std (n=k)" of params aggregate.metric_table in %, the
+  paper's rows first, then the additions below a separator; beside each task whose params set
+  `paper_column`, a separate column with the paper's reported numbers (never mixed into our cells);
+  table.md ends with the paired tests of aggregate.reference_method against every other method;
+- table_extra.md: the same layout for each of aggregate.extra_metrics (balanced and minority accuracy);
+- paired_tests.csv: the paired tests across seeds (t-test and Wilcoxon, p-values from scipy).
+The Markdown of table.md is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from dfg import DfgError
+from dfg.report import paper
+from dfg.report.runs import SCALAR_METRICS, is_addition, load_runs, method_labels, method_order, task_order
+from dfg.report.stats import paired_tests, summarise
+from dfg.utils.io import write_text
+
+log = logging.getLogger(__name__)
+
+#: Metrics shown in % in the Markdown/LaTeX tables (all fractions in metrics.json).
+PERCENT_METRICS = {"accuracy", "balanced_accuracy", "macro_f1", "g_mean", "majority_accuracy",
+                   "minority_accuracy"}
+METRIC_NAMES = {
+    "accuracy": "Top-1 accuracy", "balanced_accuracy": "Balanced accuracy (mean per-class recall)",
+    "macro_f1": "Macro-F1", "g_mean": "G-mean of per-class recall", "majority_accuracy":
+    "Majority-class accuracy", "minority_accuracy": "Minority-class accuracy", "ece": "ECE (15 bins)",
+}
+ADDITIONS_HEADER = "*additions (not in the paper)*"
+REPORTED = "reported in the paper"
+NO_RUNS = "—"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out-dir", required=True, type=Path, help="suite results folder, e.g. results/demo")
+    parser.add_argument("metrics", nargs="+", metavar="METRICS_JSON",
+                        help="metrics.json files of finished runs (or folders holding them)")
+
+
+def _fmt(mean: float, std: float, n: int, scale: float) -> str:
+    """'80.81 ± 0.25 (n=3)'; without ± for a single run; a dash where there is no run."""
+    if n == 0 or math.isnan(mean):
+        return NO_RUNS
+    if n < 2 or math.isnan(std):
+        return f"{mean * scale:.2f} (n={n})"
+    return f"{mean * scale:.2f} ± {std * scale:.2f} (n={n})"
+
+
+def _paper_cell(method: str, column: str | None) -> str:
+    rep = paper.reported(method, column)
+    return f"{rep[0]:.2f} ± {rep[1]:.2f}" if rep else NO_RUNS
+
+
+def metric_grid(summary: pd.DataFrame, metric: str, methods: list[str], tasks: list[str],
+                labels: dict[str, str], paper_columns: dict[str, str | None]) -> pd.DataFrame:
+    """Rows = methods (paper's order, then a separator row, then additions), columns = tasks; after each
+    task with a paper column, a "<task>: reported in the paper" column (accuracy only)."""
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    index = summary[summary.metric == metric].set_index(["task", "method"])
+    show_paper = metric == "accuracy"
+    rows, names = [], []
+    separator_done = False
+    for method in methods:
+        if is_addition(method) and not separator_done:
+            rows.append({})
+            names.append(ADDITIONS_HEADER)
+            separator_done = True
+        row = {}
+        for task in tasks:
+            if (task, method) in index.index:
+                r = index.loc[(task, method)]
+                row[task] = _fmt(r["mean"], r["std"], int(r["n_runs"]), scale)
+            else:
+                row[task] = NO_RUNS
+            col = paper_columns.get(task)
+            if show_paper and col:
+                row[f"{task}: {REPORTED} ({paper.PAPER_COLUMNS[col]})"] = _paper_cell(method, col)
+        rows.append(row)
+        names.append(labels[method] + (" (addition)" if is_addition(method) else ""))
+    columns = []
+    for task in tasks:
+        columns.append(task)
+        col = paper_columns.get(task)
+        if show_paper and col:
+            columns.append(f"{task}: {REPORTED} ({paper.PAPER_COLUMNS[col]})")
+    grid = pd.DataFrame(rows, columns=columns).fillna("")
+    grid.insert(0, "method", names)
+    return grid
+
+
+def _tex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("—", "--"), ("*", "")):
+        s = s.replace(a, b)
+    return s
+
+
+def grid_to_tex(grid: pd.DataFrame, caption: str) -> str:
+    """A plain tabular (no packages needed) inside a table float; \\hline above the additions."""
+    cols = list(grid.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             r"\caption{" + _tex_escape(caption) + "}",
+             r"\begin{tabular}{l" + "c" * (len(cols) - 1) + "}", r"\hline",
+             " & ".join(_tex_escape(c) for c in cols) + r" \\", r"\hline"]
+    for _, row in grid.iterrows():
+        if row["method"] == ADDITIONS_HEADER:
+            lines.append(r"\hline")
+            lines.append(r"\multicolumn{" + str(len(cols)) + r"}{l}{\emph{additions (not in the paper)}} \\")
+            continue
+        lines.append(" & ".join(_tex_escape(str(row[c])) for c in cols) + r" \\")
+    lines += [r"\hline", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _legend(metric: str, summary: pd.DataFrame, any_paper: bool) -> str:
+    unit = " (%)" if metric in PERCENT_METRICS else ""
+    text = (f"{METRIC_NAMES.get(metric, metric)} on the full test set{unit}: mean ± sample std "
+            "(ddof = 1) over seeds; n = number of runs found (a missing seed lowers n; no ± for n = 1).")
+    if any_paper and metric == "accuracy":
+        text += (f" Columns marked \"{REPORTED}\" repeat the paper's published numbers (method.md §4; "
+                 "its number of runs is not stated) for tasks that follow its protocol; they are not our runs.")
+    return text
+
+
+def paired_section(tests: pd.DataFrame, reference: str, labels: dict[str, str], metric: str) -> str:
+    """Markdown section explaining and listing the paired tests."""
+    lines = [f"## Paired tests across seeds: {labels.get(reference, reference)} against each method", ""]
+    if tests.empty:
+        lines.append(f"No task has runs of the reference method `{reference}` and another method; no tests.")
+        return "\n".join(lines) + "\n"
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    unit = " (pp)" if scale == 100.0 else ""
+    lines.append(
+        f"{METRIC_NAMES.get(metric, metric)}, runs paired by seed (every method of one seed sees the same "
+        "split). Difference = reference minus method. Two-sided paired t-test (scipy.stats.ttest_rel) and "
+        "Wilcoxon signed-rank test (scipy.stats.wilcoxon). With few seeds these tests have low power: "
+        "with n = 3 pairs the exact Wilcoxon test cannot give p below 0.25, and a non-significant result "
+        "is no evidence of equal accuracy.")
+    lines.append("")
+    table = pd.DataFrame({
+        "task": tests["task"],
+        "method": [labels.get(m, m) for m in tests["method"]],
+        "n pairs": tests["n_pairs"],
+        f"mean difference{unit}": [f"{d * scale:+.2f}" if not math.isnan(d) else NO_RUNS
+                                  for d in tests["mean_diff"]],
+        "t-test p": [f"{p:.3g}" if not math.isnan(p) else NO_RUNS for p in tests["t_pvalue"]],
+        "Wilcoxon p": [f"{p:.3g}" if not math.isnan(p) else NO_RUNS for p in tests["wilcoxon_pvalue"]],
+        "note": tests["note"],
+    })
+    lines.append(table.to_markdown(index=False))
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(runs: pd.DataFrame, params: dict, out_dir: Path) -> dict[str, Path]:
+    """Compute and write every table of the suite; return {name: path}."""
+    agg = params.get("aggregate", {})
+    metric = agg.get("metric_table", "accuracy")
+    extra = list(agg.get("extra_metrics", ["balanced_accuracy", "minority_accuracy"]))
+    reference = agg.get("reference_method", "dfg")
+    for m in [metric, *extra]:
+        if m not in SCALAR_METRICS:
+            raise DfgError(f"aggregate: unknown metric {m!r}; choose from {', '.join(SCALAR_METRICS)}")
+    suite = params.get("suite", out_dir.name)
+    run_params = params.get("run", {})
+    methods = method_order(runs, run_params.get("methods", []))
+    tasks = task_order(runs, run_params.get("tasks", []))
+    labels = method_labels(runs)
+    task_params = params.get("tasks", {})
+    paper_columns = {t: task_params.get(t, {}).get("paper_column") for t in tasks}
+
+    summary = summarise(runs, list(SCALAR_METRICS), suite)
+    tests = paired_tests(runs, reference, metric, suite, methods)
+
+    grid = metric_grid(summary, metric, methods, tasks, labels, paper_columns)
+    any_paper = any(paper_columns.values())
+    seeds = ", ".join(str(s) for s in run_params.get("seeds", [])) or "?"
+    md = [f"# Results of suite `{suite}`", "",
+          f"{_legend(metric, summary, any_paper)} Seeds of this suite: {seeds}.", "",
+          grid.to_markdown(index=False), "", paired_section(tests, reference, labels, metric)]
+    extra_md = [f"# Further metrics of suite `{suite}`", ""]
+    for m in extra:
+        extra_md += [f"## {METRIC_NAMES.get(m, m)}", "", _legend(m, summary, False), "",
+                     metric_grid(summary, m, methods, tasks, labels, paper_columns).to_markdown(index=False), ""]
+
+    paths = {name: out_dir / name for name in
+             ("table.csv", "table.md", "table.tex", "table_extra.md", "paired_tests.csv")}
+    write_text(paths["table.csv"], summary.to_csv(index=False, float_format="%.6g"))
+    write_text(paths["table.md"], "\n".join(md))
+    write_text(paths["table.tex"], grid_to_tex(grid, f"{_legend(metric, summary, any_paper)} Suite {suite}."))
+    write_text(paths["table_extra.md"], "\n".join(extra_md))
+    write_text(paths["paired_tests.csv"], tests.to_csv(index=False, float_format="%.6g"))
+    return paths
+
+
+def _log_missing(runs: pd.DataFrame, params: dict) -> None:
+    """Say which seeds of the suite's grid have no run, so a short n is never a surprise."""
+    seeds = set(params.get("run", {}).get("seeds", []))
+    for (task, method), group in runs.groupby(["task", "method"]):
+        missing = sorted(seeds - set(group["seed"]))
+        if missing:
+            log.warning("%s / %s: no run for seed(s) %s; its cells show n=%d", task, method,
+                        ", ".join(map(str, missing)), len(group))
+
+
+def main(args: argparse.Namespace, params: dict) -> int:
+    runs = load_runs(args.metrics)
+    if runs.empty:
+        raise DfgError("no metrics.json among the given paths; train some runs first (dfg train)")
+    log.info("aggregating %d runs: %d task(s), %d method(s)", len(runs), runs.task.nunique(),
+             runs.method.nunique())
+    _log_missing(runs, params)
+    paths = write_tables(runs, params, args.out_dir)
+    for p in paths.values():
+        log.info("wrote %s", p)
+    print(paths["table.md"].read_text())
+    return 0

@@ -1,0 +1,128 @@
+"""Reading finished runs: metrics.json files into one table, plus the order and names of rows.
+
+Shared by `dfg aggregate` and `dfg figures`, so both list methods and tasks in the same order with the
+same names. Formats: docs/architecture.md, "Run outputs".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from dfg import DfgError
+from dfg.report.paper import PAPER_LABELS, PAPER_METHODS
+
+log = logging.getLogger(__name__)
+
+#: Scalar metrics of metrics.json that are aggregated (fractions in [0, 1], except wall_seconds).
+SCALAR_METRICS: tuple[str, ...] = (
+    "accuracy", "balanced_accuracy", "macro_f1", "g_mean", "majority_accuracy", "minority_accuracy",
+    "ece", "wall_seconds",
+)
+#: Keys without which a metrics.json cannot be placed in the table.
+REQUIRED_KEYS: tuple[str, ...] = ("task", "method", "seed", "accuracy")
+#: Per-run lists kept for figures (per-class recall with the split's minority classes).
+LIST_KEYS: tuple[str, ...] = ("per_class_recall", "minority_classes", "class_counts")
+
+
+def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand the command line's paths: a metrics.json file as is, a folder into every metrics.json below
+    it. A path that does not exist is an error (a typo would otherwise silently shrink the table)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(p.rglob("metrics.json")))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise DfgError(f"{p} does not exist; pass metrics.json files of finished runs or their folder")
+    return found
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DfgError(f"{path} is not valid JSON ({e}); rerun that training job") from None
+    if not isinstance(data, dict):
+        raise DfgError(f"{path} must hold a JSON object; rerun that training job")
+    return data
+
+
+def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run: task, method, seed, label, addition, path, the scalar metrics (NaN where a run
+    lacks one) and the per-run lists of LIST_KEYS. Two files for the same (task, method, seed) are an
+    error, since averaging them would count one seed twice."""
+    rows = []
+    for path in find_metrics(paths):
+        m = _read_json(path)
+        missing = [k for k in REQUIRED_KEYS if k not in m]
+        if missing:
+            raise DfgError(f"{path} lacks {', '.join(missing)}; it is not a metrics.json of `dfg train`")
+        row = {
+            "task": str(m["task"]), "method": str(m["method"]), "seed": int(m["seed"]),
+            "label": str(m.get("label") or ""), "addition": bool(m.get("addition", False)), "path": str(path),
+        }
+        for k in SCALAR_METRICS:
+            v = m.get(k)
+            row[k] = float(v) if isinstance(v, int | float) else float("nan")
+        for k in LIST_KEYS:
+            row[k] = m.get(k)
+        rows.append(row)
+    columns = ["task", "method", "seed", "label", "addition", "path", *SCALAR_METRICS, *LIST_KEYS]
+    runs = pd.DataFrame(rows, columns=columns)
+    dup = runs[runs.duplicated(["task", "method", "seed"], keep=False)]
+    if len(dup):
+        first = dup.iloc[0]
+        raise DfgError(
+            f"two metrics.json for task {first.task}, method {first.method}, seed {first.seed}: "
+            f"{', '.join(dup[(dup.task == first.task) & (dup.method == first.method) & (dup.seed == first.seed)].path)}"
+            "; pass the runs of one suite only"
+        )
+    return runs.sort_values(["task", "method", "seed"]).reset_index(drop=True)
+
+
+def _ordered(present: Iterable[str], preferred: Iterable[str]) -> list[str]:
+    present = list(dict.fromkeys(present))
+    head = [x for x in preferred if x in present]
+    return head + sorted(x for x in present if x not in head)
+
+
+def is_addition(method: str) -> bool:
+    """Methods beyond the paper's five are additions, whatever a run file claims."""
+    return method not in PAPER_METHODS
+
+
+def method_order(runs: pd.DataFrame, preferred: Iterable[str] = ()) -> list[str]:
+    """The paper's five in its row order, then the additions in `preferred` order (params run.methods),
+    then any other method alphabetically."""
+    present = list(runs["method"].unique())
+    paper = [m for m in PAPER_METHODS if m in present]
+    return paper + _ordered([m for m in present if is_addition(m)], preferred)
+
+
+def task_order(runs: pd.DataFrame, preferred: Iterable[str] = ()) -> list[str]:
+    """Tasks in params run.tasks order, then any other alphabetically."""
+    return _ordered(runs["task"].unique(), preferred)
+
+
+def method_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """Display names: the paper's names for its rows, the run's `label` for the rest (else the name)."""
+    labels = {}
+    for method, group in runs.groupby("method", sort=False):
+        given = next((x for x in group["label"] if x), "")
+        labels[method] = PAPER_LABELS.get(method) or given or method
+    return labels
+
+
+def method_colours(methods: list[str]) -> dict[str, tuple]:
+    """One fixed colour per method (in table order) so every figure uses the same colour for it."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}

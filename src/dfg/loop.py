@@ -1,0 +1,196 @@
+"""The one training loop every method, `dfg pretrain` and `dfg bench` run on (docs/architecture.md).
+
+fit(): for step in range(start, method.steps()): method.train_step(step); every `eval_every` steps and
+at the end a test-accuracy row for curves.csv; every `checkpoint_every` steps an atomic resume
+checkpoint; when one exists at start, the run continues from it and ends bit-identical to an
+uninterrupted run on the CPU (net, optimiser state, every RNG and the data stream's counters are in it).
+Then method.on_train_end(). Writing the final outputs is the caller's (train.py, pretrain.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dfg import DfgError
+from dfg.methods.base import Method, RunContext
+from dfg.runtime import autocast_factory, derive_seed, make_generator, rng_state, set_rng_state
+from dfg.utils.io import load_torch, save_torch
+
+log = logging.getLogger(__name__)
+
+
+# -- optimiser and schedule from params --------------------------------------------------------------
+def optimizer_factory(opt: dict, total_steps: Callable[[], int], lr: float | None = None
+                      ) -> tuple[Callable[..., torch.optim.Optimizer], Callable[[torch.optim.Optimizer], object]]:
+    """(make_optimizer, make_scheduler) for one `train.optimizer[backbone]` block (method.md §2: Adam
+    for LeNet/VGG, SGD with a step decay for ResNet). `lr` overrides the block's (source pre-training).
+    `total_steps()` is read when the scheduler is made, i.e. after the loop knows the method's steps."""
+    lr = float(opt["lr"] if lr is None else lr)
+    wd = float(opt.get("weight_decay", 0.0))
+
+    def make_optimizer(params) -> torch.optim.Optimizer:
+        if opt["name"] == "adam":
+            betas = tuple(opt.get("betas", (0.9, 0.999)))
+            return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd)
+        if opt["name"] == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=float(opt.get("momentum", 0.0)), weight_decay=wd)
+        raise DfgError(f"unknown optimizer {opt['name']!r}; use adam or sgd")
+
+    def make_scheduler(optimizer: torch.optim.Optimizer):
+        if "step_at" not in opt:
+            return None
+        step_size = max(1, round(float(opt["step_at"]) * total_steps()))
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=float(opt.get("gamma", 0.1)))
+
+    return make_optimizer, make_scheduler
+
+
+def make_context(*, task: str, method: str, seed: int, params: dict, hp: dict, device: torch.device,
+                 net: torch.nn.Module, source_net: torch.nn.Module | None, data, total_steps: int,
+                 optimizer: dict, lr: float | None = None) -> RunContext:
+    """The RunContext of one run; its generator is seeded from (seed, "method"), independent of the
+    data stream's seeds, so a method drawing more or fewer random numbers never changes the batches."""
+    extras: dict = {}
+    make_opt, make_sched = optimizer_factory(optimizer, lambda: extras.get("method_steps", total_steps), lr)
+    return RunContext(
+        task=task, method=method, seed=seed, params=params, hp=hp, device=device, net=net,
+        source_net=source_net, data=data, total_steps=total_steps,
+        generator=make_generator(device, derive_seed(seed, "method")),
+        autocast=autocast_factory(device, bool(params["train"].get("amp", True))),
+        make_optimizer=make_opt, make_scheduler=make_sched, extras=extras,
+    )
+
+
+# -- prediction --------------------------------------------------------------------------------------
+@torch.no_grad()
+def predict(net: torch.nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], autocast=None,
+            logit_bias: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (float32 [N, K]) and labels of a whole pass, in eval mode; the modules'
+    train/eval flags are restored afterwards (methods may keep parts frozen in eval mode)."""
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    probs, labels = [], []
+    try:
+        for x, y in batches:
+            with (autocast() if autocast else torch.autocast("cpu", enabled=False)):
+                logits = net(x)
+            logits = logits.float()
+            if logit_bias is not None:
+                logits = logits + logit_bias.to(logits.device)
+            probs.append(torch.softmax(logits, dim=1).cpu())
+            labels.append(y.cpu())
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def curve_accuracies(probs: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[float, float]:
+    """(accuracy, balanced accuracy over the classes present) for a curves.csv row."""
+    pred = probs.argmax(axis=1)
+    correct = pred == y
+    recalls = [correct[y == c].mean() for c in range(num_classes) if (y == c).any()]
+    return float(correct.mean()), float(np.mean(recalls))
+
+
+# -- the loop --------------------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    steps: int
+    curves: list[dict]
+    wall_seconds: float
+    resumed_from: int | None
+    last_eval: tuple[np.ndarray, np.ndarray] | None = None  # (probs, y) of the final-step evaluation
+    extra: dict = field(default_factory=dict)
+
+
+def _resume_fields(run_fields: dict) -> dict:
+    return {k: run_fields[k] for k in ("task", "method", "seed", "steps") if k in run_fields}
+
+
+def save_resume(path: Path, ctx: RunContext, method: Method, step: int, curves: list[dict], loss_sums: dict,
+                wall: float, run_fields: dict) -> None:
+    save_torch(path, {
+        **run_fields, "kind": "resume", "step": step, "net": ctx.net.state_dict(),
+        "method_state": method.state_dict(), "rng": rng_state(ctx.device),
+        "generator": ctx.generator.get_state(), "data_state": ctx.data.train.state_dict(),
+        "curves": curves, "loss_sums": loss_sums, "wall_seconds": wall,
+    })
+
+
+def load_resume(path: Path, ctx: RunContext, method: Method, run_fields: dict) -> dict:
+    try:
+        state = load_torch(path)  # on the CPU: RNG states must be CPU tensors; load_state_dict moves the rest
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # atomic writes: only a foreign file
+        raise DfgError(f"resume checkpoint {path} is unreadable ({e}); delete it to start the run afresh") from None
+    want, got = _resume_fields(run_fields), _resume_fields(state)
+    if want != got:
+        raise DfgError(f"resume checkpoint {path} belongs to another run ({got} vs {want}); delete it to start afresh")
+    ctx.net.load_state_dict(state["net"])
+    method.load_state_dict(state["method_state"])
+    ctx.data.train.load_state_dict(state["data_state"])
+    set_rng_state(state["rng"], ctx.device)
+    ctx.generator.set_state(state["generator"])
+    return state
+
+
+def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: int, eval_batch_size: int,
+        resume_path: Path | None = None, run_fields: dict | None = None,
+        callback: Callable[[int, dict], None] | None = None, steps: int | None = None) -> FitResult:
+    """Run `method` on `ctx` to method.steps() (or `steps`, a debugging override); see the module
+    docstring. `callback(step_done, logs)` runs after each step (tests use it to interrupt a run)."""
+    run_fields = dict(run_fields or {})
+    total = int(steps if steps is not None else method.steps())
+    ctx.extras["method_steps"] = total
+    run_fields["steps"] = total
+    method.setup()
+    start, curves, loss_sums, wall_before, resumed_from = 0, [], {}, 0.0, None
+    if resume_path is not None and Path(resume_path).exists():
+        state = load_resume(Path(resume_path), ctx, method, run_fields)
+        start, curves, loss_sums = int(state["step"]), list(state["curves"]), dict(state["loss_sums"])
+        wall_before, resumed_from = float(state["wall_seconds"]), start
+        log.info("resuming %s from step %d of %d (%s)", run_fields.get("method", "run"), start, total, resume_path)
+    t0 = time.perf_counter()
+    last_eval = None
+    for step in range(start, total):
+        logs = method.train_step(step)
+        for name, value in logs.items():
+            s, n = loss_sums.get(name, (0.0, 0))
+            loss_sums[name] = (s + float(value), n + 1)
+        done = step + 1
+        if done % eval_every == 0 or done == total:
+            probs, y = predict(ctx.net, ctx.data.test.iterate(eval_batch_size), ctx.autocast)
+            acc, bacc = curve_accuracies(probs, y, ctx.data.num_classes)
+            row = {"step": done, "test_accuracy": acc, "test_balanced_accuracy": bacc}
+            row.update({k: s / max(n, 1) for k, (s, n) in sorted(loss_sums.items())})
+            curves.append(row)
+            loss_sums = {}
+            last_eval = (probs, y) if done == total else None
+            log.info("step %d/%d  test acc %.4f  bal %.4f", done, total, acc, bacc)
+        if resume_path is not None and done % checkpoint_every == 0 and done < total:
+            save_resume(Path(resume_path), ctx, method, done, curves, loss_sums,
+                        wall_before + time.perf_counter() - t0, run_fields)
+        if callback is not None:
+            callback(done, logs)
+    method.on_train_end()
+    return FitResult(steps=total, curves=curves, wall_seconds=wall_before + time.perf_counter() - t0,
+                     resumed_from=resumed_from, last_eval=last_eval)
+
+
+def curves_csv(curves: list[dict]) -> str:
+    """curves.csv text: step, test_accuracy, test_balanced_accuracy, then the loss names (sorted)."""
+    losses = sorted({k for row in curves for k in row} - {"step", "test_accuracy", "test_balanced_accuracy"})
+    cols = ["step", "test_accuracy", "test_balanced_accuracy", *losses]
+    lines = [",".join(cols)]
+    for row in curves:
+        lines.append(",".join("" if row.get(c) is None else (str(row[c]) if c == "step" else f"{row[c]:.6g}")
+                              for c in cols))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,50 @@
+"""FINE-TUNING (method.md §3): the whole network, started from the task's source model, trained with
+plain cross-entropy on the imbalanced target split. Also the CE step ORIGINAL and `dfg pretrain` reuse."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch.nn.functional as nnf
+
+from dfg.methods import METHODS
+from dfg.methods.base import Method
+
+
+class CrossEntropyMethod(Method):
+    """One optimiser over all of F and C (train.optimizer[backbone]), one CE step per training step."""
+
+    def setup(self) -> None:
+        self.optimizer = self.ctx.make_optimizer(self.ctx.net.parameters())
+        self.scheduler = self.ctx.make_scheduler(self.optimizer)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        x, y = self.ctx.data.train.next()
+        with self.ctx.autocast():
+            logits = self.ctx.net(x)
+        loss = nnf.cross_entropy(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {"loss_ce": float(loss.detach())}
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+
+@METHODS.register("finetune")
+class FineTune(CrossEntropyMethod):
+    needs_source: ClassVar[bool] = True
+    label: ClassVar[str] = "FINE-TUNING"
+
+

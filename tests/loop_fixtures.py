@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 
@@ -59,10 +60,15 @@ def digits_task(tmp: Path, minority: tuple[int, ...] = (0, 1), n_minority: int =
     return {"prepared": prepared, "split": split_file, "x": x, "y": y}
 
 
-def test_params(steps: int = 60, **train) -> dict:
+@functools.cache
+def _project_params() -> dict:
+    return load_params(ROOT / "params.yaml", semantic=False)
+
+
+def make_params(steps: int = 60, **train) -> dict:
     """The project's params (schema-validated, defaults filled) with a `digits-test` task and a
     `lenet5-digits` source; numbers small enough for seconds on a CPU."""
-    params = copy.deepcopy(load_params(ROOT / "params.yaml", semantic=False))
+    params = copy.deepcopy(_project_params())
     params["sources"]["lenet5-digits"] = {"backbone": "lenet5", "dataset": "digits-test", "epochs": 2,
                                           "batch_size": 64, "lr": 0.002, "augment": "none", "max_train": 0,
                                           "seed": 0}

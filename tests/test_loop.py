@@ -1,0 +1,129 @@
+"""The shared loop on an easy task (sklearn digits upscaled, LeNet-5, CPU): learning, determinism, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfg import DfgError
+from dfg.pretrain import run_pretrain
+from dfg.train import run_training
+from dfg.utils.io import load_torch
+from loop_fixtures import digits_task, make_params
+
+CONTRACT_KEYS = {
+    "accuracy", "balanced_accuracy", "macro_f1", "g_mean", "per_class_recall", "majority_accuracy",
+    "minority_accuracy", "ece", "confusion_matrix", "n_test", "task", "method", "label", "addition", "seed",
+    "dataset", "source", "class_counts", "minority_classes", "split_sha256", "steps", "wall_seconds", "device",
+    "torch_version", "git_commit", "params",
+}
+TIMING_KEYS = {"wall_seconds", "resumed_from_step"}
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("digits")
+    t = digits_task(tmp)
+    params = make_params()
+    t["source"] = tmp / "source.pt"
+    run_pretrain(params, "lenet5-digits", prepared_dir=t["prepared"], out=t["source"], device="cpu")
+    return t
+
+
+def train(task: dict, out: Path, method: str = "original", steps: int = 60, callback=None, **train_cfg) -> dict:
+    return run_training(make_params(steps=steps, **train_cfg), "digits-test", method, 0, split_file=task["split"],
+                        prepared_dir=task["prepared"], source_file=task["source"], out_model=out / "m.pt",
+                        out_dir=out / "res", device="cpu", callback=callback)
+
+
+@pytest.mark.parametrize("method", ["original", "finetune"])
+def test_methods_beat_chance_and_write_contract_outputs(task, tmp_path, method):
+    m = train(task, tmp_path, method)
+    assert m["accuracy"] > 0.6  # chance is 0.1
+    assert m["steps"] == 60 and m["n_test"] == 497
+    written = json.loads((tmp_path / "res" / "metrics.json").read_text())
+    assert CONTRACT_KEYS <= set(written)
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "g_mean", "majority_accuracy", "minority_accuracy",
+                "ece"):
+        assert 0.0 <= written[key] <= 1.0
+    assert written["source"] == (None if method == "original" else "lenet5-digits")
+    assert written["class_counts"][0] == 15 and written["minority_classes"] == [0, 1]
+    rows = (tmp_path / "res" / "curves.csv").read_text().splitlines()
+    assert rows[0] == "step,test_accuracy,test_balanced_accuracy,loss_ce"
+    assert [r.split(",")[0] for r in rows[1:]] == ["20", "40", "60"]
+    ckpt = load_torch(tmp_path / "m.pt")
+    assert ckpt["kind"] == "run" and ckpt["steps"] == 60 and ckpt["method"] == method
+    assert not (tmp_path / "m.resume.pt").exists()
+
+
+def test_finetune_starts_from_source(task, tmp_path):
+    """With one step at a tiny lr, finetune is still the source model (~0.9), original is near chance."""
+    tiny = {"optimizer": {"lenet5": {"name": "adam", "lr": 1e-7, "betas": [0.9, 0.999], "weight_decay": 0.0}}}
+    ft = train(task, tmp_path / "ft", "finetune", steps=1, **tiny)
+    orig = train(task, tmp_path / "orig", "original", steps=1, **tiny)
+    assert ft["accuracy"] > 0.8
+    assert orig["accuracy"] < 0.35
+
+
+def test_original_needs_no_source(task, tmp_path):
+    t = dict(task, source=tmp_path / "missing.pt")
+    assert train(t, tmp_path, "original", steps=2)["source"] is None
+    with pytest.raises(DfgError, match="dfg pretrain"):
+        train(t, tmp_path, "finetune", steps=2)
+
+
+def test_same_seed_same_metrics(task, tmp_path):
+    a = train(task, tmp_path / "a", "finetune", steps=30)
+    b = train(task, tmp_path / "b", "finetune", steps=30)
+    assert {k: v for k, v in a.items() if k not in TIMING_KEYS} == {k: v for k, v in b.items() if k not in TIMING_KEYS}
+    wa, wb = load_torch(tmp_path / "a" / "m.pt")["net"], load_torch(tmp_path / "b" / "m.pt")["net"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_matches_uninterrupted(task, tmp_path):
+    full = train(task, tmp_path / "full", "finetune", steps=60)
+
+    def kill_at_50(step: int, logs: dict) -> None:
+        if step == 50:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(task, tmp_path / "cut", "finetune", steps=60, callback=kill_at_50)
+    resume = tmp_path / "cut" / "m.resume.pt"
+    assert load_torch(resume)["step"] == 40  # checkpoint_every = 20
+    assert not (tmp_path / "cut" / "m.pt").exists() and not (tmp_path / "cut" / "res").exists()
+    resumed = train(task, tmp_path / "cut", "finetune", steps=60)
+    assert resumed["resumed_from_step"] == 40 and resumed["steps"] == 60
+    assert {k: v for k, v in resumed.items() if k not in TIMING_KEYS} == \
+        {k: v for k, v in full.items() if k not in TIMING_KEYS}
+    assert (tmp_path / "cut" / "res" / "curves.csv").read_text() == (tmp_path / "full" / "res" / "curves.csv").read_text()
+    assert not resume.exists()
+    wa, wb = load_torch(tmp_path / "full" / "m.pt")["net"], load_torch(tmp_path / "cut" / "m.pt")["net"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_of_another_run_is_refused(task, tmp_path):
+    def kill(step: int, logs: dict) -> None:
+        if step == 25:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(task, tmp_path, "finetune", steps=60, callback=kill)
+    with pytest.raises(DfgError, match="another run"):
+        train(task, tmp_path, "finetune", steps=80)
+
+
+def test_cuda_without_gpu_is_a_clear_error(task, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(DfgError, match="--device cpu"):
+        run_training(make_params(steps=1), "digits-test", "original", 0, split_file=task["split"],
+                     prepared_dir=task["prepared"], out_model=tmp_path / "m.pt", out_dir=tmp_path / "r",
+                     device="cuda")

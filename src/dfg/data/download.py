@@ -151,11 +151,14 @@ def _no_network_message(what: str, missing: list[RemoteFile], out_dir: Path, mir
 
 
 def fetch_remote_files(
-    what: str, files: tuple[RemoteFile, ...], mirror_dirs: tuple[str, ...], out_dir: Path, fetch_params: dict
+    what: str, files: tuple[RemoteFile, ...], mirror_dirs: tuple[str, ...], out_dir: Path, fetch_params: dict,
+    extra_mirrors: tuple[Path, ...] = (),
 ) -> list[dict]:
-    """Obtain every file of `files` into `out_dir`; return one provenance record per file."""
+    """Obtain every file of `files` into `out_dir`; return one provenance record per file.
+
+    `extra_mirrors` are searched after params fetch.mirrors but not suggested to the user (caches)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    mirrors = [m for m in fetch_params.get("mirrors", [])]
+    mirrors = list(fetch_params.get("mirrors", []))
     retries = int(fetch_params.get("retries", 3))
     timeout_s = float(fetch_params.get("timeout_s", 10))
     records, missing, offline_reason = [], [], None
@@ -167,7 +170,7 @@ def fetch_remote_files(
         if dest.exists():
             log.warning("%s exists but does not match %s; replacing it", dest, _expected(rf))
         found = None
-        for cand in mirror_candidates(rf, mirror_dirs, mirrors):
+        for cand in mirror_candidates(rf, mirror_dirs, [*mirrors, *extra_mirrors]):
             if cand.is_file():
                 if verify(cand, rf):
                     found = cand

@@ -43,7 +43,8 @@ def prepare(spec: DatasetSpec, raw_dir: Path, out_dir: Path, params: dict) -> No
     missing = sorted(w.rsplit("/", 1)[1] for w in wanted if w.rsplit("/", 1)[1] not in batches)
     if missing:
         raise DfgError(f"{archive} lacks {', '.join(missing)}; is it the official file? fetch it again")
-    names = tuple(batches["batches.meta"].get("label_names", CLASSES))
+    names = tuple(n.decode() if isinstance(n, bytes) else str(n)
+                  for n in batches["batches.meta"].get("label_names", CLASSES))
     train = [_to_images(batches[b], f"{archive}:{b}") for b in TRAIN_BATCHES]
     test = _to_images(batches[TEST_BATCH], f"{archive}:{TEST_BATCH}")
     xtr, ytr = np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])

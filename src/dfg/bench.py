@@ -1,0 +1,126 @@
+"""`dfg bench`: throughput of each method x backbone on the current device, on random data of the
+right shape (no convergence, no files). The numbers to compare with method.md §7 (authors' loop:
+3.0 DFG steps/s for LeNet-5 at batch 64 on a 2-thread CPU).
+
+Each pair runs the real method through the real RunContext and batch source: `bench.warmup` untimed
+steps, then `bench.steps` timed ones (params `bench`, `train.batch_size`, `train.optimizer`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import torch
+
+from dfg import DfgError
+from dfg.batches import DeviceImages, EvalImages, TaskData, TrainBatches
+from dfg.loop import make_context
+from dfg.methods import METHODS
+from dfg.models import BACKBONES, build_backbone
+from dfg.runtime import choose_device, configure_determinism, derive_seed, seed_everything
+from dfg.train import frozen_copy
+
+log = logging.getLogger(__name__)
+
+#: Stored side of 224-px data (prepare.image_size), cropped to the backbone's input by `resized_crop_flip`.
+BENCH_SEED = 0
+#: Majority classes of the random data; the rest are minority with 1/10 of the images (an F-MNIST-like
+#: 2 + 8 step split, method.md §4) so methods that treat minority classes specially do their real work.
+N_MAJORITY = 2
+MINORITY_SHARE = 0.1
+
+
+def random_task(backbone_info, num_classes: int, n_images: int, batch_size: int, device: torch.device,
+                stored_size: int) -> TaskData:
+    gen = torch.Generator().manual_seed(BENCH_SEED)
+    side = stored_size if backbone_info.large_images else backbone_info.input_size
+    kind = "resized_crop_flip" if backbone_info.large_images else ("crop_flip" if backbone_info.in_channels == 3
+                                                                   else "none")
+    weights = torch.tensor([1.0 if c < N_MAJORITY else MINORITY_SHARE for c in range(num_classes)])
+    y = torch.multinomial(weights, n_images, replacement=True, generator=gen)
+    y[:num_classes] = torch.arange(num_classes)  # every class present
+    x = torch.randint(0, 256, (n_images, side, side, backbone_info.in_channels), dtype=torch.uint8, generator=gen)
+    images = DeviceImages(x, y, device)
+    train = TrainBatches(images, torch.arange(n_images).numpy(), num_classes, batch_size, kind,
+                         backbone_info.input_size, BENCH_SEED, device)
+    test = EvalImages(images, torch.arange(min(n_images, batch_size)).numpy(), device)
+    return TaskData(train=train, test=test, num_classes=num_classes,
+                    class_counts=torch.bincount(y, minlength=num_classes),
+                    minority_classes=list(range(N_MAJORITY, num_classes)),
+                    classes=[str(c) for c in range(num_classes)], dataset="random")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_one(params: dict, backbone: str, method_name: str, device: torch.device, steps: int, warmup: int) -> dict:
+    cfg, train_cfg = params.get("bench", {}), params["train"]
+    seed_everything(derive_seed(BENCH_SEED, "init"))
+    num_classes = int(cfg.get("num_classes", 10))
+    cls = METHODS.get(method_name)
+    hp = params["methods"].get(method_name, {})
+    net = cls.adapt_net(build_backbone(backbone, num_classes), hp).to(device)
+    data = random_task(net.info, num_classes, int(cfg.get("n_images", 512)), int(train_cfg["batch_size"]), device,
+                       int(params["prepare"].get("image_size", 256)))
+    ctx = make_context(task="bench", method=method_name, seed=BENCH_SEED, params=params, hp=hp, device=device,
+                       net=net, source_net=frozen_copy(net) if cls.needs_source else None, data=data,
+                       total_steps=warmup + steps, optimizer=train_cfg["optimizer"][backbone])
+    method = cls(ctx)
+    ctx.extras["method_steps"] = warmup + steps
+    method.setup()
+    for step in range(warmup):
+        method.train_step(step)
+    sync(device)
+    images0 = data.train.images_drawn
+    t0 = time.perf_counter()
+    for step in range(warmup, warmup + steps):
+        method.train_step(step)
+    sync(device)
+    dt = time.perf_counter() - t0
+    return {"backbone": backbone, "method": method_name, "steps": steps, "seconds": dt,
+            "steps_per_s": steps / dt, "images_per_s": (data.train.images_drawn - images0) / dt}
+
+
+def _names(arg: str | None, default: list[str]) -> list[str]:
+    return [s for s in arg.split(",") if s] if arg else list(default)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbones", help="comma-separated (default: params bench.backbones)")
+    parser.add_argument("--methods", help="comma-separated (default: every registered method)")
+    parser.add_argument("--steps", type=int, help="timed steps (default: params bench.steps)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: params `device`")
+
+
+def main(args: argparse.Namespace, params: dict) -> int:
+    cfg = params.get("bench", {})
+    backbones = _names(args.backbones, cfg.get("backbones", BACKBONES.names()))
+    methods = _names(args.methods, METHODS.names())
+    for b in backbones:
+        BACKBONES.get(b)
+    for m in methods:
+        METHODS.get(m)
+    steps = int(args.steps or cfg.get("steps", 10))
+    if steps < 1:
+        raise DfgError("--steps must be at least 1")
+    device = choose_device(args.device or params["device"])
+    configure_determinism(device, bool(params["train"]["deterministic"]))
+    threads = torch.get_num_threads() if device.type == "cpu" else "-"
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+          f"threads {threads}, batch {params['train']['batch_size']}, {steps} timed steps, torch {torch.__version__}")
+    print(f"{'backbone':<10} {'method':<22} {'steps/s':>9} {'images/s':>10} {'ms/step':>9}")
+    failed = 0
+    for b in backbones:
+        for m in methods:
+            try:
+                r = bench_one(params, b, m, device, steps, int(cfg.get("warmup", 2)))
+            except (RuntimeError, NotImplementedError, ValueError) as e:  # report and go on with the grid
+                failed += 1
+                print(f"{b:<10} {m:<22} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+                continue
+            print(f"{b:<10} {m:<22} {r['steps_per_s']:9.2f} {r['images_per_s']:10.1f} {1000 / r['steps_per_s']:9.1f}",
+                  flush=True)
+    return 1 if failed else 0

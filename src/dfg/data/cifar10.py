@@ -11,7 +11,7 @@ import numpy as np
 
 from dfg import DfgError
 from dfg.data.prepared import write_arrays
-from dfg.data.rawio import iter_tar, load_array_pickle, read_member, require
+from dfg.data.rawio import iter_tar, load_array_pickle, require
 from dfg.data.registry import DatasetSpec, RemoteFile, register
 
 # torchvision.datasets.CIFAR10: URL and MD5 of the archive.
@@ -37,9 +37,9 @@ def prepare(spec: DatasetSpec, raw_dir: Path, out_dir: Path, params: dict) -> No
     (archive,) = require(raw_dir, ARCHIVE)
     wanted = {f"{FOLDER}/{b}" for b in (*TRAIN_BATCHES, TEST_BATCH, "batches.meta")}
     batches: dict[str, dict] = {}
-    for name, tar, info in iter_tar(archive):
+    for name, read in iter_tar(archive):
         if str(name) in wanted:
-            batches[name.name] = load_array_pickle(read_member(tar, info), f"{archive}:{name}")
+            batches[name.name] = load_array_pickle(read(), f"{archive}:{name}")
     missing = sorted(w.rsplit("/", 1)[1] for w in wanted if w.rsplit("/", 1)[1] not in batches)
     if missing:
         raise DfgError(f"{archive} lacks {', '.join(missing)}; is it the official file? fetch it again")

@@ -16,7 +16,7 @@ from dfg import DfgError
 from dfg.data.cifar10 import CLASSES
 from dfg.data.imageops import decode_rgb
 from dfg.data.prepared import write_arrays
-from dfg.data.rawio import iter_tar, read_member, require
+from dfg.data.rawio import iter_tar, require
 from dfg.data.registry import DatasetSpec, RemoteFile, register
 
 ARCHIVE = "CINIC-10.tar.gz"
@@ -30,14 +30,14 @@ def prepare(spec: DatasetSpec, raw_dir: Path, out_dir: Path, params: dict) -> No
     label_of = {c: i for i, c in enumerate(CLASSES)}
     items: dict[str, list[tuple[int, str, np.ndarray]]] = {s: [] for s in SPLITS}
     folders = {v: k for k, v in SPLITS.items()}
-    for name, tar, info in iter_tar(archive):
+    for name, read in iter_tar(archive):
         parts = name.parts
         if len(parts) < 3 or parts[-3] not in folders or name.suffix.lower() != ".png":
             continue
         split, cls = folders[parts[-3]], parts[-2]
         if cls not in label_of:
             raise DfgError(f"{archive}: unknown class folder {cls!r} in {name}; is it the official archive?")
-        img = np.asarray(decode_rgb(read_member(tar, info), f"{archive}:{name}"))
+        img = np.asarray(decode_rgb(read(), f"{archive}:{name}"))
         if img.shape != (SIDE, SIDE, 3):
             raise DfgError(f"{archive}:{name} is {img.shape[1]}x{img.shape[0]}, expected {SIDE}x{SIDE}")
         items[split].append((label_of[cls], name.name, img))

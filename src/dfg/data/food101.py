@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from dfg import DfgError
 from dfg.data.imageops import save_resized_jpeg
 from dfg.data.prepared import write_index
-from dfg.data.rawio import iter_tar, read_member, require
+from dfg.data.rawio import iter_tar, require
 from dfg.data.registry import DatasetSpec, RemoteFile, register
 
 # torchvision.datasets.Food101: URL and MD5 of the archive.
@@ -28,14 +28,14 @@ def prepare(spec: DatasetSpec, raw_dir: Path, out_dir: Path, params: dict) -> No
     size, quality = params["prepare"]["image_size"], params["prepare"]["jpeg_quality"]
     meta: dict[str, list[str]] = {}
     written: set[str] = set()
-    for name, tar, info in iter_tar(archive):
+    for name, read in iter_tar(archive):
         parts = name.parts
         if len(parts) >= 2 and parts[-2] == "meta" and name.name in META_FILES:
-            text = read_member(tar, info).decode("utf-8")
+            text = read().decode("utf-8")
             meta[name.name] = [line.strip() for line in text.splitlines() if line.strip()]
         elif len(parts) >= 3 and parts[-3] == "images" and name.suffix.lower() == ".jpg":
             key = f"{parts[-2]}/{name.stem}"
-            save_resized_jpeg(read_member(tar, info), f"{archive}:{name}", out_dir / "images" / f"{key}.jpg",
+            save_resized_jpeg(read(), f"{archive}:{name}", out_dir / "images" / f"{key}.jpg",
                               size, quality)
             written.add(key)
     missing_meta = [m for m in META_FILES if m not in meta]

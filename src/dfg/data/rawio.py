@@ -8,13 +8,14 @@ rejected anyway. A truncated or corrupt archive surfaces as one DfgError naming 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import io
 import pickle
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
@@ -82,12 +83,20 @@ def reading(path: Path) -> Iterator[None]:
         raise corrupt(path, e) from None
 
 
-def iter_tar(path: Path) -> Iterator[tuple[PurePosixPath, tarfile.TarFile, tarfile.TarInfo]]:
-    """Stream the regular-file members of a (compressed) tar in archive order, without extracting."""
+def iter_tar(path: Path) -> Iterator[tuple[PurePosixPath, Callable[[], bytes]]]:
+    """Stream the regular-file members of a (compressed) tar in archive order, without extracting.
+
+    Yields (member name, read): calling read() returns the member's bytes; errors of a truncated or
+    corrupt archive raised there or while advancing become one DfgError naming the archive."""
     with reading(path), tarfile.open(path, mode="r|*") as tar:
         for info in tar:
             if info.isfile():
-                yield check_member(info.name, path), tar, info
+                yield check_member(info.name, path), functools.partial(_read_checked, path, tar, info)
+
+
+def _read_checked(path: Path, tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    with reading(path):
+        return read_member(tar, info)
 
 
 def read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:

@@ -14,7 +14,7 @@ import numpy as np
 from dfg import DfgError
 from dfg.data.imageops import resize_batch
 from dfg.data.prepared import write_arrays
-from dfg.data.rawio import iter_tar, read_member, require
+from dfg.data.rawio import iter_tar, require
 from dfg.data.registry import DatasetSpec, RemoteFile, register
 
 # torchvision.datasets.STL10: URL and MD5 of the archive.
@@ -40,9 +40,9 @@ def decode_images(data: bytes, where: str) -> np.ndarray:
 def prepare(spec: DatasetSpec, raw_dir: Path, out_dir: Path, params: dict) -> None:
     (archive,) = require(raw_dir, ARCHIVE)
     found: dict[str, bytes] = {}
-    for name, tar, info in iter_tar(archive):
+    for name, read in iter_tar(archive):
         if name.parent.name == FOLDER and name.name in MEMBERS:
-            found[name.name] = read_member(tar, info)
+            found[name.name] = read()
     missing = [m for m in MEMBERS if m not in found]
     if missing:
         raise DfgError(f"{archive} lacks {', '.join(missing)}; is it the official file? fetch it again")

@@ -1,0 +1,238 @@
+# The workflow's logic, in one place: load and validate the parameters once, expand the grid, and give
+# every rule its inputs, command, threads and resources. The rule files (fetch.smk ... figures.smk) hold
+# rules only and ask the functions below.
+#
+# The grid, the paths and the command lines come from dfg.workflow.plan, which `dfg dvc-yaml` uses too:
+# Snakemake and DVC run the same jobs with the same commands.
+
+import math
+import os
+import re
+import shlex
+
+import yaml
+from snakemake.exceptions import WorkflowError
+
+from dfg import DfgError
+from dfg.config import BASE_SUITE, deep_merge, load_params, suite_file
+from dfg.workflow.plan import Plan, check_buildable, unfetchable
+
+
+PARAMS_FILE = "params.yaml"  # the jobs re-read it (with --suite), so workflow and jobs see one set of numbers
+
+
+def _read_yaml(path):
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def _check_config_is_suite_only(cfg, suite):
+    """Snakemake's --config/--configfile may only pick a suite: a number changed there would reach the
+    DAG but not the jobs, which read params.yaml + the suite file themselves."""
+    raw = _read_yaml(PARAMS_FILE)
+    allowed = [raw]
+    overlay = suite_file(suite, os.path.abspath("."))
+    if suite != BASE_SUITE and overlay.exists():
+        allowed.append(deep_merge(raw, _read_yaml(overlay)))
+    strip = lambda d: {k: v for k, v in d.items() if k != "suite"}
+    if all(strip(cfg) != strip(a) for a in allowed):
+        changed = sorted(k for k in set(cfg) | set(allowed[-1]) if k != "suite" and cfg.get(k) != allowed[-1].get(k))
+        raise DfgError(
+            f"snakemake --config/--configfile changed {', '.join(changed)}; only the suite can be chosen "
+            f"there (--config suite=NAME or --configfile workflow/suites/NAME.yaml), because the jobs read "
+            f"params.yaml and workflow/suites/NAME.yaml themselves: put the values in a suite file"
+        )
+
+
+def _gpu_visible():
+    """A CUDA device on the host that runs Snakemake (device: auto)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+try:
+    PARAMS = load_params(PARAMS_FILE, config.get("suite"))
+    _check_config_is_suite_only(config, PARAMS["suite"])
+    PLAN = Plan(PARAMS, PARAMS_FILE)
+    check_buildable(PLAN)
+    if workflow.is_main_process and not workflow.dryrun and not workflow.touch:
+        # Before any job starts: a dataset or weights file that neither a mirror nor the network can give.
+        _blockers = unfetchable(PLAN)
+        if _blockers:
+            raise DfgError("; ".join(_blockers))
+except DfgError as e:
+    raise WorkflowError(f"dfg: {e}") from None
+
+SUITE = PLAN.suite
+#: resources: gpu=1 for training and pre-training when they will run on CUDA (device: cuda, or auto
+#: with a GPU on this host). The SLURM profile sets gpu=1 itself: compute nodes, not the submit host,
+#: hold the GPUs there.
+GPU = 1 if PARAMS["device"] == "cuda" or (PARAMS["device"] == "auto" and _gpu_visible()) else 0
+
+# Memory ceilings per backbone (MB) for cluster requests: LeNet-5 and 32-px data fit in well under 2 GB;
+# VGG-16 (138 M parameters + Adam state + 25088x4096 head) and ResNet-50 with a 224-px DataLoader need
+# several GB of host memory. Upper bounds, not measurements: override with --set-resources.
+MEM_MB = {"lenet5": 2000, "vgg16": 8000, "resnet50": 16000}
+# Pessimistic seconds per training step (CPU for LeNet-5, GPU for the others), for the SLURM time
+# limit: runtime = steps x this + RUNTIME_MARGIN_MIN. Upper bounds, from `dfg bench` orders of magnitude.
+STEP_SECONDS = {"lenet5": 0.5, "vgg16": 0.3, "resnet50": 0.6}
+# Minutes per pre-training epoch, pessimistic, same use.
+EPOCH_MINUTES = {"lenet5": 1.0, "vgg16": 3.0, "resnet50": 10.0}
+RUNTIME_MARGIN_MIN = 10
+
+
+def _alternatives(names):
+    return "|".join(re.escape(str(n)) for n in names)
+
+
+wildcard_constraints:
+    task=_alternatives(PLAN.tasks),
+    method=_alternatives(PLAN.methods),
+    seed=_alternatives(PLAN.seeds),
+    dataset=_alternatives(PLAN.datasets()),
+    source=_alternatives(PLAN.sources() or ["-"]),
+
+
+# -- targets ---------------------------------------------------------------------------------------------
+def final_outputs():
+    """rule all: the active suite's tables and figures."""
+    return PLAN.final_outputs()
+
+
+def artefact_methods():
+    """Methods that also write artefacts.pt (a second train rule declares it)."""
+    return _alternatives([m for m in PLAN.methods if PLAN.has_artefacts(m)] or ["-"])
+
+
+def weight_sources():
+    """Sources obtained by `dfg fetch-weights` (the others are pre-trained)."""
+    return _alternatives(PLAN.weight_sources() or ["-"])
+
+
+def pretrained_sources():
+    return _alternatives(PLAN.pretrained_sources() or ["-"])
+
+
+def log_path(stage, *parts):
+    """logs/<suite>/<stage>/<parts>.log; the path of a job's log, next to no output of its own."""
+    return "/".join(["logs", SUITE, stage, *parts]) + ".log"
+
+
+def benchmark_path(stage, *parts):
+    return "/".join(["benchmarks", SUITE, stage, *parts]) + ".tsv"
+
+
+# -- commands (one dfg verb per rule, every path explicit) ------------------------------------------------
+def fetch_cmd(wildcards):
+    return shlex.join(PLAN.fetch_cmd(wildcards.dataset))
+
+
+def prepare_cmd(wildcards):
+    return shlex.join(PLAN.prepare_cmd(wildcards.dataset))
+
+
+def split_cmd(wildcards):
+    return shlex.join(PLAN.split_cmd(wildcards.task, wildcards.seed))
+
+
+def fetch_weights_cmd(wildcards):
+    return shlex.join(PLAN.fetch_weights_cmd(wildcards.source))
+
+
+def pretrain_cmd(wildcards):
+    return shlex.join(PLAN.pretrain_cmd(wildcards.source))
+
+
+def train_cmd(wildcards):
+    return shlex.join(PLAN.train_cmd(wildcards.task, wildcards.method, wildcards.seed))
+
+
+def aggregate_cmd(wildcards):
+    return shlex.join(PLAN.aggregate_cmd())
+
+
+def figures_cmd(wildcards):
+    return shlex.join(PLAN.figures_cmd())
+
+
+# -- inputs ----------------------------------------------------------------------------------------------
+def prepare_inputs(wildcards):
+    """Raw files for downloaded datasets; nothing for the ones generated offline."""
+    if PLAN.needs_fetch(wildcards.dataset):
+        return {"raw": PLAN.raw_dir(wildcards.dataset)}
+    return {}
+
+
+def split_inputs(wildcards):
+    return {"prepared": PLAN.prepared_dir(PLAN.task(wildcards.task)["dataset"])}
+
+
+def pretrain_inputs(wildcards):
+    return PLAN.pretrain_inputs(wildcards.source)
+
+
+def train_inputs(wildcards):
+    """What the run reads and nothing else: `original` waits for no source model."""
+    return PLAN.train_inputs(wildcards.task, wildcards.method, wildcards.seed)
+
+
+def aggregate_inputs(wildcards):
+    return PLAN.all_metrics()
+
+
+def figures_inputs(wildcards):
+    return PLAN.figure_inputs()
+
+
+# -- threads and resources -------------------------------------------------------------------------------
+def _backbone_of_task(task):
+    return PLAN.source(PLAN.task(task)["source"])["backbone"]
+
+
+def train_threads(wildcards):
+    """One thread for 32-px array data on the CPU (jobs run side by side); a 224-px dataset adds its
+    DataLoader workers (train.num_workers)."""
+    ds = PLAN.task(wildcards.task)["dataset"]
+    if PLAN.is_array_dataset(ds):
+        return 2 if GPU else 1
+    return PARAMS["train"]["num_workers"] + 1
+
+
+def train_mem_mb(wildcards):
+    return MEM_MB[_backbone_of_task(wildcards.task)]
+
+
+def train_runtime(wildcards):
+    """SLURM time limit (minutes) from the suite's train.steps."""
+    steps = PARAMS["train"]["steps"]
+    return math.ceil(steps * STEP_SECONDS[_backbone_of_task(wildcards.task)] / 60) + RUNTIME_MARGIN_MIN
+
+
+def pretrain_threads(wildcards):
+    return 2 if GPU else 1
+
+
+def prepare_mem_mb(wildcards):
+    """Array datasets are converted in memory (CINIC-10: 270 000 32-px images); image datasets stream."""
+    return 4000
+
+
+def pretrain_mem_mb(wildcards):
+    return MEM_MB[PLAN.source(wildcards.source)["backbone"]]
+
+
+def pretrain_runtime(wildcards):
+    src = PLAN.source(wildcards.source)
+    return math.ceil(src["epochs"] * EPOCH_MINUTES[src["backbone"]]) + RUNTIME_MARGIN_MIN
+
+
+# -- end of the run --------------------------------------------------------------------------------------
+onsuccess:
+    table = PLAN.table_files()["md"]
+    if os.path.exists(table):
+        print(f"\n{table}:\n")
+        with open(table) as f:
+            print(f.read())

@@ -1,0 +1,18 @@
+localrules:
+    figures,
+
+
+rule figures:
+    input:
+        runs=figures_inputs,
+    output:
+        figures=directory(PLAN.figures_dir()),
+    log:
+        log_path("figures", "figures"),
+    params:
+        cmd=figures_cmd,
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "{params.cmd} > {log} 2>&1"

@@ -1,0 +1,20 @@
+rule pretrain:
+    input:
+        unpack(pretrain_inputs),
+    output:
+        model=PLAN.source_model("{source}"),
+    log:
+        log_path("pretrain", "{source}"),
+    benchmark:
+        benchmark_path("pretrain", "{source}")
+    wildcard_constraints:
+        source=pretrained_sources(),
+    params:
+        cmd=pretrain_cmd,
+    threads: pretrain_threads
+    resources:
+        gpu=GPU,
+        mem_mb=pretrain_mem_mb,
+        runtime=pretrain_runtime,
+    shell:
+        "dfg gpu-lease -- {params.cmd} > {log} 2>&1"

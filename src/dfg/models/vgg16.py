@@ -13,7 +13,7 @@ INFO = BackboneInfo(
     in_channels=3,
     feature_shape=(64, 16, 16),
     attention_conv="F.2",  # conv1_2
-    hook_layers=("C.body.23",),  # conv5_3 = torchvision features[28], i.e. index 28 - 5 in the body
+    hook_layers=("C.body.28",),  # conv5_3 = torchvision features[28]; slicing keeps the indices as names
     last_fc="C.head.6",
     mean=(0.5, 0.5, 0.5),
     std=(0.5, 0.5, 0.5),

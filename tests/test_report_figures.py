@@ -1,0 +1,92 @@
+"""`dfg figures` on fabricated run folders (see test_report_aggregate.fabricate_runs): every figure is
+written in every configured format at the configured dpi, figures without inputs are skipped with a log
+line, and the t-SNE perplexity is clipped for small samples."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from matplotlib import image as mpimg
+
+from dfg import DfgError
+from dfg.report import aggregate, figures
+from dfg.report.figures_features import tsne_perplexity
+from test_report_aggregate import PARAMS, fabricate_runs
+
+TASKS = ("fmnist-synth", "svhn")
+PER_TASK = ("per_class_recall", "learning_curves", "tsne", "attention", "attention_training")
+ALL = ["accuracy", *(f"{name}_{t}" for name in PER_TASK for t in TASKS)]
+MIN_PNG_BYTES = 5_000   # a blank 60-dpi canvas compresses to ~2 kB; a drawn figure is well above
+MIN_PDF_BYTES = 3_000
+
+
+def _run(runs_dir: Path, out: Path, params: dict = PARAMS, table: Path | None = None) -> int:
+    return figures.main(argparse.Namespace(runs_dir=runs_dir, out_dir=out, table=table), params)
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """All figures of the full fabricated suite, drawn once (about 3 s on a shared 2-core CPU)."""
+    root = tmp_path_factory.mktemp("suite")
+    runs_dir = fabricate_runs(root)
+    aggregate.main(argparse.Namespace(out_dir=root, metrics=[str(runs_dir)]), PARAMS)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert _run(runs_dir, root / "figures", table=root / "table.csv") == 0
+    return root / "figures", buf.getvalue()
+
+
+def test_every_figure_in_every_format(drawn: tuple[Path, str]) -> None:
+    out, stdout = drawn
+    expected = {f"{name}.{fmt}" for name in ALL for fmt in PARAMS["figures"]["formats"]}
+    assert {p.name for p in out.iterdir()} == expected                     # nothing else, no temp files
+    for name in ALL:
+        assert (out / f"{name}.png").stat().st_size > MIN_PNG_BYTES, name
+        assert (out / f"{name}.pdf").stat().st_size > MIN_PDF_BYTES, name
+        assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    listed = [line.strip()[2:] for line in stdout.splitlines() if line.strip().startswith("- ")]
+    assert stdout.startswith("figures:") and sorted(Path(p).name for p in listed) == sorted(expected)
+
+
+def test_dpi_param_sets_pixel_size(drawn: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = drawn
+    small = mpimg.imread(out / "learning_curves_svhn.png").shape
+    runs_dir = fabricate_runs(tmp_path, with_artefacts=False)
+    params = {**PARAMS, "figures": {**PARAMS["figures"], "dpi": 120, "formats": ["png"]}}
+    _run(runs_dir, tmp_path / "fig", params)
+    big = mpimg.imread(tmp_path / "fig" / "learning_curves_svhn.png").shape
+    assert big[0] == pytest.approx(2 * small[0], rel=0.05) and big[1] == pytest.approx(2 * small[1], rel=0.05)
+
+
+def test_missing_inputs_are_skipped_not_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    runs_dir = fabricate_runs(tmp_path)
+    for task in TASKS:                                                     # no dfg runs at all
+        shutil.rmtree(runs_dir / task / "dfg")
+    (runs_dir / "svhn" / "difa_cmwgan" / "seed0" / "artefacts.pt").unlink()   # falls back to seed 1
+    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}
+    with caplog.at_level(logging.INFO, logger="dfg.report"):
+        assert _run(runs_dir, tmp_path / "fig", params) == 0
+    names = {p.stem for p in (tmp_path / "fig").iterdir()}
+    assert names == {"accuracy", *(f"{n}_{t}" for n in ("per_class_recall", "learning_curves", "tsne")
+                                   for t in TASKS)}
+    assert "attention of svhn: skipped, no dfg artefacts.pt" in caplog.text
+
+
+def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DfgError, match="does not exist"):
+        _run(tmp_path / "nowhere", tmp_path / "fig")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DfgError, match="no metrics.json"):
+        _run(tmp_path / "empty", tmp_path / "fig")
+
+
+def test_tsne_perplexity_clipped_to_sample() -> None:
+    assert tsne_perplexity(30, 400) == 30
+    assert tsne_perplexity(30, 16) == 5                                    # (16 - 1) / 3
+    assert tsne_perplexity(30, 2) == 1                                     # never below 1

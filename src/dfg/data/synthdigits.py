@@ -84,15 +84,17 @@ def draw_affines(rng: np.random.Generator, n: int, cfg: dict) -> np.ndarray:
     return theta.astype(np.float32)
 
 
-def generate(n: int, cfg: dict, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(images uint8 [n, 32, 32, 1], balanced labels int64 [n], font names), deterministic per seed."""
+def generate(parts: tuple[int, ...], cfg: dict, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images uint8 [n, 32, 32, 1], labels int64 [n], font names) for n = sum(parts), deterministic per
+    seed; each consecutive part (train, test) is class-balanced up to its remainder mod 10."""
     import torch
     import torch.nn.functional as F
 
     paths = font_paths()
     templates = torch.from_numpy(render_templates(paths))
     rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % 10).astype(np.int64)
+    labels = np.concatenate([rng.permutation(np.arange(k) % 10) for k in parts]).astype(np.int64)
+    n = len(labels)
     fonts = rng.integers(0, len(paths), n)
     theta = torch.from_numpy(draw_affines(rng, n, cfg))
     out = np.empty((n, SIDE, SIDE, 1), dtype=np.uint8)
@@ -108,7 +110,7 @@ def generate(n: int, cfg: dict, seed: int) -> tuple[np.ndarray, np.ndarray, list
 
 def prepare(spec: DatasetSpec, raw_dir: Path, out_dir: Path, params: dict) -> None:
     cfg = params["prepare"]["synthdigits"]
-    x, y, fonts = generate(cfg["n_train"] + cfg["n_test"], cfg, cfg["seed"])
+    x, y, fonts = generate((cfg["n_train"], cfg["n_test"]), cfg, cfg["seed"])
     n = cfg["n_train"]
     write_arrays(out_dir, spec, (x[:n], y[:n]), (x[n:], y[n:]), extra={"params": dict(cfg), "fonts": fonts})
 

@@ -197,7 +197,7 @@ class DeviceImages:
 
 
 class FileImages(torch.utils.data.Dataset):
-    """224-px data: JPEGs decoded to uint8 [C, H, W] in DataLoader workers (no PIL transforms)."""
+    """224-px data: JPEGs decoded to uint8 [C, H, W] in DataLoader workers (no per-image transforms)."""
 
     def __init__(self, paths: list[Path], y: np.ndarray, channels: int) -> None:
         self.paths = [str(p) for p in paths]
@@ -208,10 +208,15 @@ class FileImages(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from torchvision.io import ImageReadMode, decode_image
+        # Decoding only (torchvision.io's decoders are deprecated since 0.29); every transform runs
+        # later on the device, batched.
+        from PIL import Image
 
-        mode = ImageReadMode.RGB if self.channels == 3 else ImageReadMode.GRAY
-        return decode_image(self.paths[i], mode=mode), int(self.y[i])
+        with Image.open(self.paths[i]) as im:
+            arr = np.asarray(im.convert("RGB" if self.channels == 3 else "L"))
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1), int(self.y[i])
 
 
 def _loader(dataset: torch.utils.data.Dataset, batch_sampler, num_workers: int, device: torch.device):

@@ -52,7 +52,7 @@ def test_fabricated_weights_via_mirror_become_an_equivalent_source_model(tmp_pat
                                file=RemoteFile(name, (CLOSED_PORT_URL + name,), sha256_prefix=digest[:8]))
     out = tmp_path / "models" / "source" / "resnet50-imagenet.pt"
     info = W.fetch_weights(params, "resnet50-imagenet", out=out, spec=spec)
-    assert (tmp_path / "data" / "raw" / "weights" / name).is_file()
+    assert (tmp_path / "data" / "raw" / "weights" / "resnet50-imagenet" / name).is_file()
     ckpt = load_torch(out)
     assert ckpt["kind"] == "source" and ckpt["backbone"] == "resnet50" and ckpt["num_classes"] == 1000
     assert ckpt["source"] == "resnet50-imagenet" and len(ckpt["classes"]) == 1000 and info["weights"] == spec.name
@@ -74,7 +74,7 @@ def test_weights_checksum_mismatch_and_offline_leave_nothing(tmp_path, params):
     out = tmp_path / "models" / "source" / "resnet50-imagenet.pt"
     with pytest.raises(DfgError, match=r"cannot download resnet50-imagenet .*resnet50-0676ba61.pth"):
         W.fetch_weights(params, "resnet50-imagenet", out=out, spec=spec)
-    assert not out.exists() and list((tmp_path / "data" / "raw" / "weights").iterdir()) == []
+    assert not out.exists() and list((tmp_path / "data" / "raw" / "weights" / "resnet50-imagenet").iterdir()) == []
 
 
 def test_source_without_weights_is_a_clear_error(params):

@@ -121,7 +121,7 @@ def download_verified(rf: RemoteFile, dest: Path, retries: int, timeout_s: float
         for attempt in range(1, retries + 1):
             try:
                 with atomic_path(dest) as tmp:
-                    log.info("downloading %s (attempt %d/%d)", url, attempt, retries)
+                    log.debug("downloading %s (attempt %d/%d)", url, attempt, retries)
                     _download_once(url, tmp, timeout_s, rf.name)
                     if not verify(tmp, rf):
                         raise DfgError(
@@ -139,6 +139,7 @@ def download_verified(rf: RemoteFile, dest: Path, retries: int, timeout_s: float
             except (urllib.error.URLError, OSError) as e:
                 last = e
             if attempt < retries:
+                log.warning("download of %s failed (%s); retrying (%d/%d)", url, last, attempt + 1, retries)
                 time.sleep(BACKOFF_S * attempt)
     raise DfgError(f"could not download {rf.name} from {', '.join(rf.urls)}: {last}")
 

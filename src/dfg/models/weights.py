@@ -2,7 +2,7 @@
 
 For a source whose params entry names `weights` (e.g. `resnet50-imagenet`), the weight file is obtained
 through the same mirror-then-download code as the datasets (checksum-verified; offline: one message
-naming the URL and where to put the file), kept under data/raw/weights/, then converted into the
+naming the URL and where to put the file), kept under data/raw/weights/SOURCE/, then converted into the
 source-checkpoint format of docs/architecture.md at models/source/SOURCE.pt (written atomically).
 Compute nodes without internet can thus be served by a mirror folder or a copied raw file; torch hub's
 own cache (where torchvision keeps downloaded weights) is searched as one more mirror.
@@ -94,7 +94,7 @@ def fetch_weights(params: dict, source: str, raw_dir: Path | None = None, out: P
     spec = spec or WEIGHTS.get(scfg["weights"])
     if spec.backbone != scfg["backbone"]:
         raise DfgError(f"sources.{source}: weights {spec.name!r} are for {spec.backbone}, not {scfg['backbone']}")
-    raw_dir = Path(raw_dir or Path(params["data"]["root"]) / "raw" / "weights")
+    raw_dir = Path(raw_dir or Path(params["data"]["root"]) / "raw" / "weights" / source)
     out = Path(out or Path("models") / "source" / f"{source}.pt")
     fetch_remote_files(spec.name, (spec.file,), spec.mirror_dirs, raw_dir, params.get("fetch", {}),
                        extra_mirrors=(torch_hub_checkpoints(),))
@@ -123,7 +123,7 @@ def fetch_weights(params: dict, source: str, raw_dir: Path | None = None, out: P
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a name under `sources` in params.yaml whose entry sets `weights`")
-    parser.add_argument("--raw", type=Path, default=None, help="raw weights folder (default: data/raw/weights)")
+    parser.add_argument("--raw", type=Path, default=None, help="raw weights folder (default: <data.root>/raw/weights/SOURCE)")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint (default: models/source/SOURCE.pt)")
 
 

@@ -281,3 +281,32 @@ def test_registry_names_and_real_checksums():
     # torchvision's values stay in the real entries (tests only override copies)
     assert DATASETS.get("svhn").files[0].md5 == "e26dedcc434d2e4c54c9b2d4a06d8373"
     assert DATASETS.get("cifar10").files[0].md5 == "c58f30108f718f92721af3b95e74349a"
+
+
+def test_archive_member_escaping_the_folder_is_refused(tmp_path, params):
+    from dfg import DfgError
+
+    png = encode(np.zeros((32, 32, 3), np.uint8), "PNG")
+    spec = in_mirror(tmp_path, "cinic10", {"CINIC-10.tar.gz": tar_bytes({"train/cat/../../../../evil.png": png})})
+    with pytest.raises(DfgError, match="unsafe member name"):
+        fetch_prepare(spec, params, tmp_path)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("../gzip/emnist-digits-train-images-idx3-ubyte.gz", b"")
+    with pytest.raises(DfgError, match="unsafe member name"):
+        fetch_prepare(in_mirror(tmp_path, "emnist", {"gzip.zip": buf.getvalue()}), params, tmp_path)
+    assert not (tmp_path / "evil.png").exists()
+    assert sorted(p.name for p in (tmp_path / "data" / "prepared").iterdir()) == []
+
+
+def test_corrupt_image_in_food101_fails_clean(tmp_path, params):
+    from dfg import DfgError
+
+    members = {"food-101/meta/classes.txt": b"apple_pie\n", "food-101/meta/train.txt": b"apple_pie/1\n",
+               "food-101/meta/test.txt": b"apple_pie/2\n",
+               "food-101/images/apple_pie/1.jpg": encode(np.zeros((8, 8, 3), np.uint8), "JPEG"),
+               "food-101/images/apple_pie/2.jpg": b"\xff\xd8 not really a jpeg"}
+    spec = in_mirror(tmp_path, "food101", {"food-101.tar.gz": tar_bytes(members)})
+    with pytest.raises(DfgError, match=r"images/apple_pie/2.jpg is not a readable image"):
+        fetch_prepare(spec, params, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "data" / "prepared").iterdir()) == []

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from dfg import DfgError
-from dfg.data.imageops import save_resized_jpeg
+from dfg.data.imageops import JpegWriter
 from dfg.data.prepared import write_index
 from dfg.data.rawio import check_member, read_member, reading, require
 from dfg.data.registry import DatasetSpec, RemoteFile, register
@@ -68,13 +68,13 @@ def prepare(spec: DatasetSpec, raw_dir: Path, out_dir: Path, params: dict) -> No
                            "(001 ... 257.clutter); is it the official archive?")
         rows = draw_split(files_by_class, cfg["train_per_class"], cfg["test_per_class"], cfg["seed"])
         index: dict[str, list[tuple[str, int]]] = {}
-        for split, pairs in rows.items():
-            index[split] = []
-            for member, label in pairs:
-                rel = PurePosixPath("images", f"{label + 1:03d}", PurePosixPath(member).stem + ".jpg")
-                save_resized_jpeg(read_member(tar, members[member]), f"{archive}:{member}", out_dir / rel,
-                                  size, quality)
-                index[split].append((str(rel), label))
+        with JpegWriter(size, quality) as writer:
+            for split, pairs in rows.items():
+                index[split] = []
+                for member, label in pairs:
+                    rel = PurePosixPath("images", f"{label + 1:03d}", PurePosixPath(member).stem + ".jpg")
+                    writer.submit(read_member(tar, members[member]), f"{archive}:{member}", out_dir / rel)
+                    index[split].append((str(rel), label))
     names = [classes[i] for i in range(NUM_CLASSES)]
     write_index(out_dir, spec, names, index, extra={"image_size": size, "split": dict(cfg)})
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from dfg import DfgError
-from dfg.data.imageops import save_resized_jpeg
+from dfg.data.imageops import JpegWriter
 from dfg.data.prepared import write_index
 from dfg.data.rawio import iter_tar, require
 from dfg.data.registry import DatasetSpec, RemoteFile, register
@@ -28,16 +28,16 @@ def prepare(spec: DatasetSpec, raw_dir: Path, out_dir: Path, params: dict) -> No
     size, quality = params["prepare"]["image_size"], params["prepare"]["jpeg_quality"]
     meta: dict[str, list[str]] = {}
     written: set[str] = set()
-    for name, read in iter_tar(archive):
-        parts = name.parts
-        if len(parts) >= 2 and parts[-2] == "meta" and name.name in META_FILES:
-            text = read().decode("utf-8")
-            meta[name.name] = [line.strip() for line in text.splitlines() if line.strip()]
-        elif len(parts) >= 3 and parts[-3] == "images" and name.suffix.lower() == ".jpg":
-            key = f"{parts[-2]}/{name.stem}"
-            save_resized_jpeg(read(), f"{archive}:{name}", out_dir / "images" / f"{key}.jpg",
-                              size, quality)
-            written.add(key)
+    with JpegWriter(size, quality) as writer:
+        for name, read in iter_tar(archive):
+            parts = name.parts
+            if len(parts) >= 2 and parts[-2] == "meta" and name.name in META_FILES:
+                text = read().decode("utf-8")
+                meta[name.name] = [line.strip() for line in text.splitlines() if line.strip()]
+            elif len(parts) >= 3 and parts[-3] == "images" and name.suffix.lower() == ".jpg":
+                key = f"{parts[-2]}/{name.stem}"
+                writer.submit(read(), f"{archive}:{name}", out_dir / "images" / f"{key}.jpg")
+                written.add(key)
     missing_meta = [m for m in META_FILES if m not in meta]
     if missing_meta:
         raise DfgError(f"{archive} lacks meta/{', meta/'.join(missing_meta)}; is it the official archive?")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
@@ -64,3 +64,40 @@ def save_resized_jpeg(data: bytes, where: str, dest: Path, size: int, quality: i
     im = decode_rgb(data, where).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
     dest.parent.mkdir(parents=True, exist_ok=True)
     im.save(dest, format="JPEG", quality=quality)
+
+
+class JpegWriter:
+    """save_resized_jpeg on a thread pool (Pillow releases the GIL while decoding, resizing and encoding),
+    with a bounded number of images in flight; output bytes do not depend on the thread count.
+    Use as a context manager: leaving it waits for every image and re-raises the first error."""
+
+    IN_FLIGHT_PER_WORKER = 4  # queued images per thread: enough to keep threads busy, bounded memory
+
+    def __init__(self, size: int, quality: int, workers: int | None = None) -> None:
+        import collections
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.size, self.quality = size, quality
+        workers = workers or len(os.sched_getaffinity(0))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jpeg")
+        self._pending: collections.deque = collections.deque()
+        self._max = workers * self.IN_FLIGHT_PER_WORKER
+
+    def submit(self, data: bytes, where: str, dest: Path) -> None:
+        while len(self._pending) >= self._max:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(save_resized_jpeg, data, where, dest, self.size, self.quality))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                while self._pending:
+                    self._pending.popleft().result()
+        finally:
+            for fut in self._pending:
+                fut.cancel()
+            self._pool.shutdown(wait=True)

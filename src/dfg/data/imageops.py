@@ -62,8 +62,13 @@ def save_resized_jpeg(data: bytes, where: str, dest: Path, size: int, quality: i
     from PIL import Image
 
     im = decode_rgb(data, where).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    im.save(dest, format="JPEG", quality=quality)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        im.save(dest, format="JPEG", quality=quality)
+    except OSError as e:  # not the archive's fault: say so, rather than "corrupt archive"
+        from dfg import DfgError
+
+        raise DfgError(f"cannot write {dest} ({e}); check free space and permissions") from None
 
 
 class JpegWriter:

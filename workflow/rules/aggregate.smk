@@ -11,6 +11,7 @@ rule aggregate:
         log_path("aggregate", "aggregate"),
     params:
         cmd=aggregate_cmd,
+        values=aggregate_values,
     threads: 1
     resources:
         mem_mb=1000,

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shlex
+import sys
 
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -58,11 +59,6 @@ try:
     _check_config_is_suite_only(config, PARAMS["suite"])
     PLAN = Plan(PARAMS, PARAMS_FILE)
     check_buildable(PLAN)
-    if workflow.is_main_process and not workflow.dryrun and not workflow.touch:
-        # Before any job starts: a dataset or weights file that neither a mirror nor the network can give.
-        _blockers = unfetchable(PLAN)
-        if _blockers:
-            raise DfgError("; ".join(_blockers))
 except DfgError as e:
     raise WorkflowError(f"dfg: {e}") from None
 
@@ -158,6 +154,39 @@ def figures_cmd(wildcards):
     return shlex.join(PLAN.figures_cmd())
 
 
+# -- parameter values each job reads: a Snakemake param, so editing one reruns exactly its jobs ----------
+def fetch_values(wildcards):
+    return PLAN.values("fetch", wildcards.dataset)
+
+
+def prepare_values(wildcards):
+    return PLAN.values("prepare", wildcards.dataset)
+
+
+def split_values(wildcards):
+    return PLAN.values("split", wildcards.task)
+
+
+def fetch_weights_values(wildcards):
+    return PLAN.values("fetch_weights", wildcards.source)
+
+
+def pretrain_values(wildcards):
+    return PLAN.values("pretrain", wildcards.source)
+
+
+def train_values(wildcards):
+    return PLAN.values("train", wildcards.task, wildcards.method)
+
+
+def aggregate_values(wildcards):
+    return PLAN.values("aggregate")
+
+
+def figures_values(wildcards):
+    return PLAN.values("figures")
+
+
 # -- inputs ----------------------------------------------------------------------------------------------
 def prepare_inputs(wildcards):
     """Raw files for downloaded datasets; nothing for the ones generated offline."""
@@ -227,6 +256,17 @@ def pretrain_mem_mb(wildcards):
 def pretrain_runtime(wildcards):
     src = PLAN.source(wildcards.source)
     return math.ceil(src["epochs"] * EPOCH_MINUTES[src["backbone"]]) + RUNTIME_MARGIN_MIN
+
+
+# -- start and end of the run ----------------------------------------------------------------------------
+onstart:
+    # A real run (not a dry run), before any job: stop at once when a dataset can come neither from a
+    # mirror nor from the network, instead of failing later beside half-finished training jobs.
+    _blockers = unfetchable(PLAN)
+    if _blockers:
+        print("dfg: " + "\n".join(_blockers), file=sys.stderr)
+        raise WorkflowError("dfg: cannot fetch " + ", ".join(b.split("'")[1] for b in _blockers)
+                            + "; see the message above")
 
 
 # -- end of the run --------------------------------------------------------------------------------------

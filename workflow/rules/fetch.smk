@@ -13,6 +13,7 @@ rule fetch:
         log_path("fetch", "{dataset}"),
     params:
         cmd=fetch_cmd,
+        values=fetch_values,
     threads: 1
     resources:
         mem_mb=1000,
@@ -30,6 +31,7 @@ rule fetch_weights:
         source=weight_sources(),
     params:
         cmd=fetch_weights_cmd,
+        values=fetch_weights_values,
     threads: 1
     resources:
         mem_mb=1000,

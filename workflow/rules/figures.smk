@@ -11,6 +11,7 @@ rule figures:
         log_path("figures", "figures"),
     params:
         cmd=figures_cmd,
+        values=figures_values,
     threads: 1
     resources:
         mem_mb=2000,

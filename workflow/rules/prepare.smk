@@ -7,6 +7,7 @@ rule prepare:
         log_path("prepare", "{dataset}"),
     params:
         cmd=prepare_cmd,
+        values=prepare_values,
     threads: 1
     resources:
         mem_mb=prepare_mem_mb,

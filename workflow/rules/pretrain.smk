@@ -11,6 +11,7 @@ rule pretrain:
         source=pretrained_sources(),
     params:
         cmd=pretrain_cmd,
+        values=pretrain_values,
     threads: pretrain_threads
     resources:
         gpu=GPU,

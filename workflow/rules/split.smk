@@ -7,6 +7,7 @@ rule split:
         log_path("split", "{task}", "seed{seed}"),
     params:
         cmd=split_cmd,
+        values=split_values,
     threads: 1
     resources:
         mem_mb=1000,

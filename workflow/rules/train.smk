@@ -16,6 +16,7 @@ rule train:
         benchmark_path("train", "{task}", "{method}", "seed{seed}")
     params:
         cmd=train_cmd,
+        values=train_values,
     threads: train_threads
     resources:
         gpu=GPU,

@@ -8,11 +8,15 @@ parameters, and the commands pass `--params/--suite` so each job re-reads them i
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from dfg import DfgError
+from dfg.config import BASE_SUITE, select
 
 #: Datasets at most this many pixels on a side are held as arrays (architecture.md, prepared data);
 #: larger ones are image files read by DataLoader workers, which need CPU threads of their own.
@@ -48,6 +52,7 @@ class Job:
     metrics: list[str] = field(default_factory=list)  # small JSON outputs, kept in git (cache false)
     plots: list[str] = field(default_factory=list)  # CSV curves, kept in git (cache false)
     params: list[str] = field(default_factory=list)  # dotted parameter keys the verb reads
+    home: str = ""  # the suite the job runs under (--suite): shared data jobs run under their home suite
 
     @property
     def shell(self) -> str:
@@ -64,6 +69,9 @@ class Plan:
         self.params = params
         self.params_file = params_file
         self.suite: str = params["suite"]
+        with open(params_file) as f:
+            self.base_raw: dict = yaml.safe_load(f) or {}
+        self._home_params: dict[str, dict] = {}
         self.data_root: str = params["data"]["root"]
         self._datasets = DATASETS
         self._methods = METHODS
@@ -216,27 +224,47 @@ class Plan:
         return [f for r in self.reported_runs() for f in self.run_files(*r).values()]
 
     # -- commands (architecture.md, "CLI": every path explicit) --------------------------------------
-    def _dfg(self, *args: str) -> list[str]:
-        return ["dfg", "--params", self.params_file, "--suite", self.suite, *args]
+    # Data, splits and source models are shared by all suites (architecture.md): their jobs run under
+    # the suite that defines the name (params.yaml itself = the base suite, unless only the active
+    # suite's overlay defines it), so switching suites neither changes their command nor reruns them.
+    def home_suite(self, section: str | None = None, name: str | None = None) -> str:
+        if section is None:
+            return self.suite
+        if section == "datasets" or name in (self.base_raw.get(section) or {}):
+            return BASE_SUITE
+        return self.suite
+
+    def home_params(self, section: str | None = None, name: str | None = None) -> dict:
+        home = self.home_suite(section, name)
+        if home == self.suite:
+            return self.params
+        if home not in self._home_params:
+            from dfg.config import load_params
+
+            self._home_params[home] = load_params(self.params_file, home)
+        return self._home_params[home]
+
+    def _dfg(self, home: str, *args: str) -> list[str]:
+        return ["dfg", "--params", self.params_file, "--suite", home, *args]
 
     def fetch_cmd(self, dataset: str) -> list[str]:
-        return self._dfg("fetch", dataset, "--out", self.raw_dir(dataset))
+        return self._dfg(BASE_SUITE, "fetch", dataset, "--out", self.raw_dir(dataset))
 
     def prepare_cmd(self, dataset: str) -> list[str]:
         raw = ["--raw", self.raw_dir(dataset)] if self.needs_fetch(dataset) else []
-        return self._dfg("prepare", dataset, *raw, "--out", self.prepared_dir(dataset))
+        return self._dfg(BASE_SUITE, "prepare", dataset, *raw, "--out", self.prepared_dir(dataset))
 
     def split_cmd(self, task: str, seed: int | str) -> list[str]:
-        return self._dfg("split", task, "--seed", str(seed),
+        return self._dfg(self.home_suite("tasks", task), "split", task, "--seed", str(seed),
                          "--prepared", self.prepared_dir(self.task(task)["dataset"]),
                          "--out", self.split_file(task, seed))
 
     def fetch_weights_cmd(self, source: str) -> list[str]:
-        return self._dfg("fetch-weights", source, "--raw", self.weights_raw_dir(source),
+        return self._dfg(self.home_suite("sources", source), "fetch-weights", source, "--raw", self.weights_raw_dir(source),
                          "--out", self.source_model(source))
 
     def pretrain_cmd(self, source: str) -> list[str]:
-        return self._dfg("pretrain", source, "--prepared", self.pretrain_inputs(source)["prepared"],
+        return self._dfg(self.home_suite("sources", source), "pretrain", source, "--prepared", self.pretrain_inputs(source)["prepared"],
                          "--out", self.source_model(source))
 
     def train_cmd(self, task: str, method: str, seed: int | str) -> list[str]:
@@ -246,25 +274,62 @@ class Plan:
             opt += ["--source", i["source"]]
         if "init_run" in i:
             opt += ["--init-run", i["init_run"]]
-        return self._dfg("train", task, method, "--seed", str(seed), "--split", i["split"],
+        return self._dfg(self.suite, "train", task, method, "--seed", str(seed), "--split", i["split"],
                          "--prepared", i["prepared"], *opt, "--out-model", self.run_model(task, method, seed),
                          "--out-dir", self.run_dir(task, method, seed))
 
     def aggregate_cmd(self) -> list[str]:
-        return self._dfg("aggregate", "--out-dir", self.results_dir(), *self.all_metrics())
+        return self._dfg(self.suite, "aggregate", "--out-dir", self.results_dir(), *self.all_metrics())
 
     def figures_cmd(self) -> list[str]:
-        return self._dfg("figures", "--runs-dir", f"{self.results_dir()}/runs", "--out-dir", self.figures_dir())
+        return self._dfg(self.suite, "figures", "--runs-dir", f"{self.results_dir()}/runs", "--out-dir", self.figures_dir())
 
-    # -- parameter keys each verb reads (DVC params) ---------------------------------------------------
-    def prepare_keys(self, dataset: str) -> list[str]:
-        keys = []
-        block = dataset.replace("-", "_")
-        if block in self.params.get("prepare", {}):
-            keys.append(f"prepare.{block}")
-        if not self.is_array_dataset(dataset):
-            keys += ["prepare.image_size", "prepare.jpeg_quality"]
-        return keys
+    # -- parameter keys each verb reads (DVC params; Snakemake params, so a change reruns the job) ---
+    def keys(self, stage: str, *names: str) -> list[str]:
+        """The dotted keys `dfg <stage>` reads for the job `names` (dataset, task/method, source)."""
+        if stage == "fetch":
+            return ["fetch"]
+        if stage == "prepare":
+            (dataset,) = names
+            keys = []
+            block = dataset.replace("-", "_")
+            if block in self.params.get("prepare", {}):
+                keys.append(f"prepare.{block}")
+            if not self.is_array_dataset(dataset):
+                keys += ["prepare.image_size", "prepare.jpeg_quality"]
+            return keys
+        if stage == "split":
+            return [f"tasks.{names[0]}.dataset", f"tasks.{names[0]}.split"]
+        if stage == "fetch_weights":
+            return [f"sources.{names[0]}", "fetch"]
+        if stage == "pretrain":
+            return [f"sources.{names[0]}", "device"]
+        if stage == "train":
+            task, method = names[:2]
+            return [f"tasks.{task}", "train", f"methods.{method}", "device"]
+        if stage == "aggregate":
+            return ["aggregate"] + [f"tasks.{t}.paper_column" for t in self.tasks]
+        if stage == "figures":
+            return ["figures"]
+        raise KeyError(stage)
+
+    @staticmethod
+    def home_of(stage: str) -> str | None:
+        """Which params section names the job (its home suite decides which params it runs under)."""
+        return {"prepare": "datasets", "fetch": "datasets", "split": "tasks", "fetch_weights": "sources",
+                "pretrain": "sources"}.get(stage)
+
+    def values(self, stage: str, *names: str) -> str:
+        """The resolved values of the job's keys, as canonical JSON: a Snakemake param, so changing
+        `methods.dfg` reruns the dfg runs and nothing else (what DVC's params do for `dvc repro`)."""
+        params = self.home_params(self.home_of(stage), names[0] if names else None)
+        out = {}
+        for k in self.keys(stage, *names):
+            try:
+                out[k] = select(params, k)
+            except (KeyError, TypeError):
+                out[k] = None
+        return json.dumps(out, sort_keys=True, default=str)
 
     # -- the whole DAG ---------------------------------------------------------------------------------
     def jobs(self) -> list[Job]:
@@ -272,36 +337,36 @@ class Plan:
         jobs: list[Job] = []
         for ds in self.fetched_datasets():
             jobs.append(Job("fetch", f"fetch_{ds}", self.fetch_cmd(ds), [], [self.raw_dir(ds)],
-                            params=["fetch"]))
+                            params=self.keys("fetch", ds), home=BASE_SUITE))
         for ds in self.datasets():
             deps = [self.raw_dir(ds)] if self.needs_fetch(ds) else []
             jobs.append(Job("prepare", f"prepare_{ds}", self.prepare_cmd(ds), deps, [self.prepared_dir(ds)],
-                            params=self.prepare_keys(ds)))
+                            params=self.keys("prepare", ds), home=BASE_SUITE))
         for task in self.tasks:
             ds = self.task(task)["dataset"]
             for seed in self.seeds:
                 jobs.append(Job("split", f"split_{task}_seed{seed}", self.split_cmd(task, seed),
                                 [self.prepared_dir(ds)], [self.split_file(task, seed)],
-                                params=[f"tasks.{task}.dataset", f"tasks.{task}.split"]))
+                                params=self.keys("split", task), home=self.home_suite("tasks", task)))
         for s in self.weight_sources():
             jobs.append(Job("fetch_weights", f"fetch_weights_{s}", self.fetch_weights_cmd(s), [],
-                            [self.weights_raw_dir(s), self.source_model(s)], params=[f"sources.{s}", "fetch"]))
+                            [self.weights_raw_dir(s), self.source_model(s)], params=self.keys("fetch_weights", s),
+                            home=self.home_suite("sources", s)))
         for s in self.pretrained_sources():
             jobs.append(Job("pretrain", f"pretrain_{s}", self.pretrain_cmd(s),
                             list(self.pretrain_inputs(s).values()), [self.source_model(s)],
-                            params=[f"sources.{s}", "device"]))
+                            params=self.keys("pretrain", s), home=self.home_suite("sources", s)))
         for task, method, seed in self.runs():
             files = self.run_files(task, method, seed)
             outs = [self.run_model(task, method, seed)] + ([files["artefacts"]] if "artefacts" in files else [])
             jobs.append(Job("train", f"train_{task}_{method}_seed{seed}", self.train_cmd(task, method, seed),
                             list(self.train_inputs(task, method, seed).values()), outs,
                             metrics=[files["metrics"]], plots=[files["curves"]],
-                            params=[f"tasks.{task}", "train", f"methods.{method}", "device"]))
+                            params=self.keys("train", task, method), home=self.suite))
         jobs.append(Job("aggregate", "aggregate", self.aggregate_cmd(), self.all_metrics(),
-                        list(self.table_files().values()),
-                        params=["aggregate"] + [f"tasks.{t}.paper_column" for t in self.tasks]))
+                        list(self.table_files().values()), params=self.keys("aggregate"), home=self.suite))
         jobs.append(Job("figures", "figures", self.figures_cmd(), self.figure_inputs(), [self.figures_dir()],
-                        params=["figures"]))
+                        params=self.keys("figures"), home=self.suite))
         return jobs
 
 

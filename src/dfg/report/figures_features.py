@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
+from matplotlib.transforms import blended_transform_factory
 
 from dfg.utils.io import load_torch
 
@@ -97,7 +98,9 @@ def tsne(ctx: Context) -> list[Path]:
                  Line2D([], [], ls="", marker="x", color="0.3", label="generated")]
         fig.legend(handles=kinds, loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False,
                    title="feature")
-        if len(classes) <= 20:  # beyond that a class legend is unreadable; colours still separate classes
+        if len(classes) > 20:  # a class legend would be unreadable; colours still separate classes
+            fig.text(1.0, 0.6, f"colour = class\n({len(classes)} minority classes)", fontsize=8, va="top")
+        else:
             fig.legend(handles=[Line2D([], [], ls="", marker="s", color=colour[c],
                                        label=names[c] if c < len(names) else str(c)) for c in classes],
                        loc="upper left", bbox_to_anchor=(1.0, 0.68), frameon=False, title="minority class")
@@ -108,10 +111,18 @@ def tsne(ctx: Context) -> list[Path]:
 
 
 def _class_ticks(ax: plt.Axes, k: int, minority: set[int], names: list[str]) -> None:
+    """Class names with '*' for minority classes; beyond MAX_CLASS_TICKS classes, red marks on the left
+    edge instead (names would not fit)."""
     if k <= MAX_CLASS_TICKS:
         ax.set_yticks(range(k), [(names[c] if c < len(names) else str(c)) + (" *" if c in minority else "")
                                  for c in range(k)])
-    ax.set_ylabel("Class (* = minority)" if minority else "Class")
+        ax.set_ylabel("Class (* = minority)" if minority else "Class")
+        return
+    if minority:
+        edge = blended_transform_factory(ax.transAxes, ax.transData)
+        ax.scatter(np.full(len(minority), -0.015), sorted(minority), transform=edge, marker=">", s=8,
+                   color="tab:red", clip_on=False, zorder=3, lw=0)
+    ax.set_ylabel("Class index (red marks = minority)" if minority else "Class index")
 
 
 def attention(ctx: Context) -> list[Path]:

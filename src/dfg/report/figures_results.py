@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from dfg.report import paper
+from dfg.report.runs import is_addition
 from dfg.report.stats import summarise
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,9 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-GROUP_WIDTH = 0.8        # share of a task's slot on the x axis taken by its bars
+PANELS_PER_ROW = 3       # task panels per row of the accuracy figure
 MINORITY_SHADE = 0.35    # grey alpha of a class that is minority in every seed
 MAX_CLASS_TICKS = 30     # label every class on the x axis up to this many classes
+MAX_LINES = 8            # more methods than this: per-class recall as a heat map instead of lines
 
 
 def _legend_below(ax: plt.Axes, handles: list, labels: list[str]) -> None:
@@ -31,48 +35,59 @@ def _legend_below(ax: plt.Axes, handles: list, labels: list[str]) -> None:
 
 
 def accuracy_bars(ctx: Context) -> list[Path]:
-    """Bars of mean top-1 accuracy per task and method, error bars = sample std over seeds, n at the foot of
-    each bar; black diamonds = the paper's reported value where the task follows its protocol."""
+    """One panel per task (up to PANELS_PER_ROW a row, shared axes): a bar per method = mean top-1
+    accuracy, error bar = sample std over seeds, n at the foot of each bar; black diamonds = the paper's
+    reported value where the task follows its protocol; a dashed line separates the paper's methods from
+    the additions."""
     if ctx.table is not None:
         summary = ctx.table[ctx.table.metric == "accuracy"]
     else:
         summary = summarise(ctx.runs, ["accuracy"], ctx.params.get("suite", ""))
     summary = summary.set_index(["task", "method"])
     tasks, methods = ctx.tasks, ctx.methods
-    width = GROUP_WIDTH / len(methods)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + len(tasks) * (0.35 * len(methods) + 0.6)), 4.6))
-    paper_x, paper_y = [], []
-    bars = {}
-    for i, method in enumerate(methods):
-        xs, ys, errs, ns = [], [], [], []
-        for t, task in enumerate(tasks):
-            x = t - GROUP_WIDTH / 2 + (i + 0.5) * width
+    ncols = min(len(tasks), PANELS_PER_ROW)
+    nrows = math.ceil(len(tasks) / ncols)
+    panel_w = max(2.6, 0.3 * len(methods) + 0.8)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_w * ncols + 0.8, 2.9 * nrows + 1.4), sharex=True,
+                             sharey=True, squeeze=False, layout="constrained")
+    n_paper = sum(not is_addition(m) for m in methods)
+    diamonds = None
+    for ax, task in zip(axes.flat, tasks):
+        col = ctx.params.get("tasks", {}).get(task, {}).get("paper_column")
+        for i, method in enumerate(methods):
             if (task, method) in summary.index:
                 r = summary.loc[(task, method)]
-                xs.append(x)
-                ys.append(100 * r["mean"])
-                errs.append(0.0 if pd.isna(r["std"]) else 100 * r["std"])
-                ns.append(int(r["n_runs"]))
-            col = ctx.params.get("tasks", {}).get(task, {}).get("paper_column")
+                err = 0.0 if pd.isna(r["std"]) else 100 * r["std"]
+                ax.bar(i, 100 * r["mean"], 0.8, yerr=err, capsize=2, color=ctx.colours[method],
+                       error_kw={"elinewidth": 0.8})
+                # inside the bar's foot: never collides with error bars or diamonds
+                ax.text(i, 2, f"n={int(r['n_runs'])}", ha="center", va="bottom", fontsize=6, rotation=90,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
             rep = paper.reported(method, col)
             if rep:
-                paper_x.append(x)
-                paper_y.append(rep[0])
-        bars[method] = ax.bar(xs, ys, width * 0.9, yerr=errs, capsize=2, color=ctx.colours[method],
-                              error_kw={"elinewidth": 0.8})
-        for x, n in zip(xs, ns):  # inside the bar's foot: never collides with error bars or diamonds
-            ax.text(x, 2, f"n={n}", ha="center", va="bottom", fontsize=6, rotation=90,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
-    handles, labels = list(bars.values()), [ctx.labels[m] for m in bars]
-    if paper_x:
-        handles.append(ax.scatter(paper_x, paper_y, marker="D", s=14, color="black", zorder=3))
-        labels.append("reported in the paper")
-    ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_xlabel("Task")
-    ax.set_ylabel("Top-1 test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("Top-1 accuracy: mean over seeds, error bar = sample std, n = runs")
-    _legend_below(ax, handles, labels)
+                diamonds = ax.scatter(i, rep[0], marker="D", s=16, color="black", zorder=3)
+        if 0 < n_paper < len(methods):
+            ax.axvline(n_paper - 0.5, color="0.4", ls="--", lw=0.8)
+        ax.set_title(task + (f" (paper: {paper.PAPER_COLUMNS[col]})" if col else ""))
+        ax.grid(axis="x", visible=False)
+    for ax in axes.flat[len(tasks):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("Top-1 test accuracy (%)")
+    axes[0, 0].set_ylim(0, 100)
+    axes[0, 0].set_xticks(range(len(methods)))
+    for ax in axes.flat:  # method names under every bottom panel (shared x hides the others)
+        ax.set_xticklabels([ctx.labels[m] for m in methods], rotation=45, ha="right", rotation_mode="anchor")
+    handles, labels = [], []
+    if diamonds is not None:
+        handles.append(diamonds)
+        labels.append("reported in the paper (not our runs)")
+    if 0 < n_paper < len(methods):
+        handles.append(Line2D([], [], color="0.4", ls="--", lw=0.8))
+        labels.append("right of the dashed line: additions (not in the paper)")
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), frameon=False)
+    fig.suptitle("Top-1 accuracy per task: mean over seeds, error bar = sample std, n = runs")
     return ctx.save(fig, "accuracy")
 
 
@@ -84,10 +99,62 @@ def _minority_counts(group: pd.DataFrame, k: int) -> tuple[np.ndarray, int]:
     return np.array([sum(c in s for s in splits.values()) for c in range(k)]), len(splits)
 
 
+def _recall_lines(task: str, means: dict, counts: np.ndarray, n_splits: int, ctx: Context) -> plt.Figure:
+    """Few classes and methods: one line per method over the classes, minority classes shaded."""
+    k = len(counts)
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    for c in np.flatnonzero(counts):
+        ax.axvspan(c - 0.5, c + 0.5, color="0.5", alpha=MINORITY_SHADE * counts[c] / n_splits, lw=0)
+        if counts[c] < n_splits:
+            ax.text(c, 101, f"{counts[c]}/{n_splits}", ha="center", va="bottom", fontsize=6, color="0.3")
+    handles, labels = [], []
+    for method, (recall, n) in means.items():
+        (line,) = ax.plot(range(k), recall, marker="o", ms=3, lw=1, color=ctx.colours[method])
+        handles.append(line)
+        labels.append(f"{ctx.labels[method]} (n={n})")
+    handles.append(Patch(color="0.5", alpha=MINORITY_SHADE))
+    labels.append(f"minority class (shade = share of the {n_splits} seeds)")
+    ax.set_xticks(range(k))
+    ax.set_xlim(-0.5, k - 0.5)
+    ax.set_ylim(0, 108)
+    ax.set_xlabel("Class index")
+    ax.set_ylabel("Recall on the test set (%)")
+    ax.set_title(f"{task}: per-class recall, mean over seeds")
+    _legend_below(ax, handles, labels)
+    return fig
+
+
+def _recall_heatmap(task: str, means: dict, counts: np.ndarray, n_splits: int, ctx: Context) -> plt.Figure:
+    """Many classes or methods: methods x classes heat map (values written in the cells when there is
+    room), with a strip above it giving each class's share of seeds in which it is a minority class."""
+    k, m = len(counts), len(means)
+    grid = np.stack([recall for recall, _ in means.values()])
+    fig, (top, ax) = plt.subplots(2, 1, figsize=(min(16.0, max(7.0, 0.55 * k + 3.5)), 0.33 * m + 2.4),
+                                  sharex=True, height_ratios=[1, max(3, m)], layout="constrained")
+    top.bar(range(k), counts / n_splits, 1.0, color="0.5")
+    top.set_ylim(0, 1)
+    top.set_yticks([0, 1])
+    top.set_ylabel(f"minority in\nshare of {n_splits}\nseeds", fontsize=7)
+    top.grid(False)
+    top.set_title(f"{task}: per-class recall, mean over seeds; grey strip = how often a class is minority")
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=100, interpolation="nearest")
+    if k <= MAX_CLASS_TICKS:
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                    color="white" if v < 60 else "black")
+        ax.set_xticks(range(k))
+    ax.set_yticks(range(m), [f"{ctx.labels[meth]} (n={n})" for meth, (_, n) in means.items()])
+    ax.set_xlabel("Class index")
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, label="Recall on the test set (%)", fraction=0.03)
+    return fig
+
+
 def per_class_recall(ctx: Context) -> list[Path]:
-    """One figure per task: recall of each class, one line per method (mean over seeds). The data seed
-    chooses the minority classes, so a class may be minority in some seeds only: the grey shade of a class
-    is proportional to the share of seeds in which it is minority (the share is written above it)."""
+    """One figure per task: recall of each class per method (mean over seeds). The data seed chooses the
+    minority classes, so a class may be minority in some seeds only: its mark (grey shade or strip) is
+    proportional to the share of seeds in which it is minority. Lines for a few classes and methods, a
+    heat map beyond (MAX_CLASS_TICKS classes, MAX_LINES methods)."""
     written = []
     for task in ctx.tasks:
         group = ctx.runs[(ctx.runs.task == task) & ctx.runs.per_class_recall.notna()]
@@ -96,32 +163,14 @@ def per_class_recall(ctx: Context) -> list[Path]:
             continue
         k = len(group.iloc[0]["per_class_recall"])
         counts, n_splits = _minority_counts(group, k)
-        fig, ax = plt.subplots(figsize=(max(6.5, min(16.0, 0.06 * k + 5)), 4.4))
-        for c in np.flatnonzero(counts):
-            ax.axvspan(c - 0.5, c + 0.5, color="0.5", alpha=MINORITY_SHADE * counts[c] / n_splits, lw=0)
-            if counts[c] < n_splits and k <= MAX_CLASS_TICKS:
-                ax.text(c, 101, f"{counts[c]}/{n_splits}", ha="center", va="bottom", fontsize=6, color="0.3")
-        handles, labels = [], []
+        means = {}
         for method in ctx.methods:
             rows = group[group.method == method]
-            if rows.empty:
-                continue
-            recall = 100 * np.mean(np.stack([np.asarray(r, dtype=float) for r in rows.per_class_recall]), axis=0)
-            (line,) = ax.plot(range(k), recall, marker="o" if k <= MAX_CLASS_TICKS else None, ms=3, lw=1,
-                              color=ctx.colours[method])
-            handles.append(line)
-            labels.append(f"{ctx.labels[method]} (n={len(rows)})")
-        handles.append(Patch(color="0.5", alpha=MINORITY_SHADE))
-        labels.append("minority class (shade = share of seeds)")
-        if k <= MAX_CLASS_TICKS:
-            ax.set_xticks(range(k))
-        ax.set_xlim(-0.5, k - 0.5)
-        ax.set_ylim(0, 108)
-        ax.set_xlabel("Class index")
-        ax.set_ylabel("Recall on the test set (%)")
-        ax.set_title(f"{task}: per-class recall, mean over seeds")
-        _legend_below(ax, handles, labels)
-        written += ctx.save(fig, f"per_class_recall_{task}")
+            if len(rows):
+                stacked = np.stack([np.asarray(r, dtype=float) for r in rows.per_class_recall])
+                means[method] = (100 * stacked.mean(axis=0), len(rows))
+        draw = _recall_lines if k <= MAX_CLASS_TICKS and len(means) <= MAX_LINES else _recall_heatmap
+        written += ctx.save(draw(task, means, counts, max(n_splits, 1), ctx), f"per_class_recall_{task}")
     return written
 
 

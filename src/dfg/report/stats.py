@@ -76,7 +76,9 @@ def paired_test(ref: pd.Series, other: pd.Series) -> dict:
         except ValueError as e:  # scipy refuses some degenerate inputs; report, don't crash
             out["note"] = f"wilcoxon undefined: {e}"
     nonzero = int(np.count_nonzero(diff))
-    low_power = f"low power: {len(seeds)} pairs, smallest possible Wilcoxon p = {wilcoxon_min_pvalue(nonzero):.3g}"
+    ties = f" ({nonzero} non-zero differences)" if nonzero < len(seeds) else ""
+    low_power = (f"low power: {len(seeds)} pairs{ties}, smallest possible Wilcoxon p = "
+                 f"{wilcoxon_min_pvalue(nonzero):.3g}")
     out["note"] = "; ".join(x for x in (out["note"], low_power) if x)
     return out
 

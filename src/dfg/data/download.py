@@ -6,7 +6,9 @@ Order for each file of a dataset (or of a weights entry):
    name of the spec -> copied (atomically) into the output folder;
 3. downloaded from each official URL in turn, `fetch.retries` attempts, `fetch.timeout_s` socket
    timeout, into a temporary file that is verified before it is renamed onto its official name.
-With no network the DNS lookup fails at once and we stop trying further files, so `dfg fetch` ends in
+The download loop is ours rather than torchvision's `download_url` because it needs a socket timeout,
+a temporary file verified before the rename, and tqdm's `disable=None` (a bar on terminals only);
+MD5s are checked with torchvision's `check_integrity`. With no network the DNS lookup fails at once and we stop trying further files, so `dfg fetch` ends in
 well under a second with one message naming the URLs and the folders where the files may be placed.
 """
 
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from dfg import DfgError
 from dfg.data.registry import DatasetSpec, RemoteFile
-from dfg.utils.io import atomic_path, md5_file, sha256_file, write_json
+from dfg.utils.io import atomic_path, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +58,13 @@ def _gunzip_md5(path: Path) -> str | None:
 
 def verify(path: Path, rf: RemoteFile) -> bool:
     """True when `path` matches one of `rf`'s checksums (or `rf` has none and the file exists)."""
+    from torchvision.datasets.utils import check_integrity
+
     if not path.is_file():
         return False
     if not rf.has_checksum:
         return True
-    if rf.md5 and md5_file(path) == rf.md5:
+    if rf.md5 and check_integrity(str(path), rf.md5):
         return True
     if rf.sha256_prefix and sha256_file(path).startswith(rf.sha256_prefix):
         return True

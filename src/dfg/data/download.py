@@ -90,8 +90,9 @@ def copy_verified(src: Path, dest: Path, rf: RemoteFile) -> None:
 
 
 def _is_offline(reason: object) -> bool:
-    """DNS failure, connection refused, network/host unreachable: the host cannot be reached at all."""
-    if isinstance(reason, (socket.gaierror, ConnectionRefusedError)):
+    """DNS failure, connection refused, network/host unreachable, or no answer to the connection within
+    fetch.timeout_s: the host cannot be reached now. (Timeouts later, mid-transfer, are retried.)"""
+    if isinstance(reason, (socket.gaierror, ConnectionRefusedError, TimeoutError)):
         return True
     return isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
 
@@ -108,6 +109,8 @@ def _download_once(url: str, tmp: Path, timeout_s: float, desc: str) -> None:
         if _is_offline(e.reason):
             raise NetworkUnavailable(f"{url}: {e.reason}") from None
         raise
+    except TimeoutError as e:
+        raise NetworkUnavailable(f"{url}: no answer within {timeout_s:g} s ({e})") from None
     with resp, open(tmp, "wb") as out:
         total = int(resp.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None) as bar:

@@ -90,3 +90,22 @@ def test_tsne_perplexity_clipped_to_sample() -> None:
     assert tsne_perplexity(30, 400) == 30
     assert tsne_perplexity(30, 16) == 5                                    # (16 - 1) / 3
     assert tsne_perplexity(30, 2) == 1                                     # never below 1
+
+
+def test_many_methods_switch_per_class_recall_to_heat_map(tmp_path: Path, monkeypatch) -> None:
+    """Beyond MAX_LINES methods the per-class recall is a methods x classes heat map (one image artist)."""
+    from dfg.report import figures_results
+
+    runs_dir = fabricate_runs(tmp_path, with_artefacts=False)
+    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}
+    ctx = figures.build_context(runs_dir, tmp_path / "fig", params)
+    drawn = []
+    monkeypatch.setattr(ctx, "save", lambda fig, name: drawn.append((name, fig)) or [])
+    monkeypatch.setattr(figures_results, "MAX_LINES", 3)
+    figures_results.per_class_recall(ctx)
+    name, fig = drawn[0]
+    assert name == "per_class_recall_fmnist-synth"
+    heat = fig.axes[1].images[0].get_array()
+    assert heat.shape == (6, 10)                                           # 6 methods x 10 classes
+    # DFG's row: each seed's recall is acc - 0.1 on its 8 minority and acc + 0.1 on its 2 majority classes
+    assert heat[4].mean() == pytest.approx(100 * ((0.82 + 0.83 + 0.85) / 3 - 0.1 * 0.8 + 0.1 * 0.2))

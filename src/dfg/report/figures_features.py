@@ -50,6 +50,7 @@ def tsne_perplexity(requested: float, n_points: int) -> float:
 
 def _embed(ctx: Context, feats: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """t-SNE of real + generated features: (2-D points, labels, is_generated)."""
+    from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
@@ -60,10 +61,14 @@ def _embed(ctx: Context, feats: dict) -> tuple[np.ndarray, np.ndarray, np.ndarra
     gen, gy = _subsample(feats["generated"].float().flatten(1).numpy(), feats["generated_labels"].numpy(),
                          n_max, rng)
     x = np.concatenate([real, gen])
+    # PCA first (the usual t-SNE practice): F's outputs have 1 176 (LeNet) to 802 816 (ResNet-50) dims.
+    dims = min(fp.get("tsne_pca_dims", 50), *x.shape)
     perplexity = tsne_perplexity(fp.get("tsne_perplexity", 30), len(x))
     # One thread: at most 400 points embed in well under a second, the result does not depend on the
     # machine's core count, and a busy shared CPU does not make OpenMP threads spin (10x slower here).
     with threadpool_limits(TSNE_THREADS):
+        if dims < x.shape[1]:
+            x = PCA(n_components=dims, random_state=fp.get("tsne_seed", 0)).fit_transform(x)
         emb = TSNE(n_components=2, perplexity=perplexity, init="pca",
                    random_state=fp.get("tsne_seed", 0)).fit_transform(x)
     return emb, np.concatenate([ry, gy]), np.r_[np.zeros(len(real), bool), np.ones(len(gen), bool)]

@@ -45,8 +45,9 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 def save_numpy(path: str | os.PathLike, array) -> None:
     import numpy as np
 
-    with atomic_path(path, suffix=".npy") as tmp:
-        np.save(tmp, array)
+    # np.save appends ".npy" to a path that lacks it, so write through an open file handle instead.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:

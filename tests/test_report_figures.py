@@ -109,3 +109,21 @@ def test_many_methods_switch_per_class_recall_to_heat_map(tmp_path: Path, monkey
     assert heat.shape == (6, 10)                                           # 6 methods x 10 classes
     # DFG's row: each seed's recall is acc - 0.1 on its 8 minority and acc + 0.1 on its 2 majority classes
     assert heat[4].mean() == pytest.approx(100 * ((0.82 + 0.83 + 0.85) / 3 - 0.1 * 0.8 + 0.1 * 0.2))
+
+
+def test_single_attention_step_draws_heat_map_but_no_evolution(tmp_path: Path, caplog) -> None:
+    import torch
+
+    from dfg.report import figures_features
+
+    runs_dir = fabricate_runs(tmp_path)
+    path = runs_dir / "svhn" / "dfg" / "seed0" / "artefacts.pt"
+    art = torch.load(path, weights_only=True)
+    art["attention"] = {"steps": art["attention"]["steps"][:1], "matrices": art["attention"]["matrices"][:1]}
+    torch.save(art, path)
+    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}
+    ctx = figures.build_context(runs_dir, tmp_path / "fig", params)
+    with caplog.at_level(logging.INFO, logger="dfg.report"):
+        names = sorted(p.stem for p in figures_features.attention(ctx))
+    assert names == ["attention_fmnist-synth", "attention_svhn", "attention_training_fmnist-synth"]
+    assert "attention over training of svhn: skipped, only one recorded step (100)" in caplog.text

@@ -24,7 +24,7 @@ import pandas as pd
 from dfg import DfgError
 from dfg.report import paper
 from dfg.report.runs import SCALAR_METRICS, is_addition, load_runs, method_labels, method_order, task_order
-from dfg.report.stats import paired_tests, summarise
+from dfg.report.stats import paired_tests, summarise, wilcoxon_min_pvalue
 from dfg.utils.io import write_text
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,9 @@ def paired_section(tests: pd.DataFrame, reference: str, labels: dict[str, str], 
         f"{METRIC_NAMES.get(metric, metric)}, runs paired by seed (every method of one seed sees the same "
         "split). Difference = reference minus method. Two-sided paired t-test (scipy.stats.ttest_rel) and "
         "Wilcoxon signed-rank test (scipy.stats.wilcoxon). With few seeds these tests have low power: "
-        "with n = 3 pairs the exact Wilcoxon test cannot give p below 0.25, and a non-significant result "
-        "is no evidence of equal accuracy.")
+        f"with n pairs the exact Wilcoxon test cannot give p below 2 / 2^n ({wilcoxon_min_pvalue(3):.2f} "
+        f"at n = 3, {wilcoxon_min_pvalue(5):.4f} at n = 5), and a non-significant result is no evidence of "
+        "equal accuracy.")
     lines.append("")
     table = pd.DataFrame({
         "task": tests["task"],

@@ -157,6 +157,9 @@ def attention(ctx: Context) -> list[Path]:
         ax.set_title(f"{task}: DFG class attention at step {steps[-1]} (seed {seed})")
         written += ctx.save(fig, f"attention_{task}")
 
+        if len(steps) < 2:
+            log.info("attention over training of %s: skipped, only one recorded step (%d)", task, steps[-1])
+            continue
         n_panels = min(len(steps), ctx.fig_params.get("attention_panels", 4))
         picks = np.unique(np.linspace(0, len(steps) - 1, n_panels).round().astype(int))
         fig = plt.figure(figsize=(2.6 * len(picks) + 5.0, 3.8), layout="constrained")

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 PANELS_PER_ROW = 3       # task panels per row of the accuracy figure
 MINORITY_SHADE = 0.35    # grey alpha of a class that is minority in every seed
 MAX_CLASS_TICKS = 30     # label every class on the x axis up to this many classes
+MAX_MARKED_POINTS = 30   # learning curves with at most this many evaluations get point markers
 MAX_LINES = 8            # more methods than this: per-class recall as a heat map instead of lines
 
 
@@ -47,7 +48,7 @@ def accuracy_bars(ctx: Context) -> list[Path]:
     tasks, methods = ctx.tasks, ctx.methods
     ncols = min(len(tasks), PANELS_PER_ROW)
     nrows = math.ceil(len(tasks) / ncols)
-    panel_w = max(2.6, 0.3 * len(methods) + 0.8)
+    panel_w = max(4.5 if ncols == 1 else 2.6, 0.3 * len(methods) + 0.8)
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_w * ncols + 0.8, 2.9 * nrows + 1.4), sharex=True,
                              sharey=True, squeeze=False, layout="constrained")
     n_paper = sum(not is_addition(m) for m in methods)
@@ -87,7 +88,8 @@ def accuracy_bars(ctx: Context) -> list[Path]:
         labels.append("right of the dashed line: additions (not in the paper)")
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), frameon=False)
-    fig.suptitle("Top-1 accuracy per task: mean over seeds, error bar = sample std, n = runs")
+    fig.suptitle("Top-1 accuracy: mean over seeds,\nerror bar = sample std, n = runs" if ncols == 1 else
+                 "Top-1 accuracy per task: mean over seeds, error bar = sample std, n = runs")
     return ctx.save(fig, "accuracy")
 
 
@@ -197,7 +199,8 @@ def learning_curves(ctx: Context) -> list[Path]:
                 continue
             stats = pd.concat(curves).groupby("step")["test_accuracy"].agg(["mean", "min", "max"])
             x = stats.index.to_numpy()
-            (line,) = ax.plot(x, 100 * stats["mean"], lw=1.3, color=ctx.colours[method])
+            marker = "o" if len(x) <= MAX_MARKED_POINTS else None  # a one-point curve shows as a dot
+            (line,) = ax.plot(x, 100 * stats["mean"], lw=1.3, marker=marker, ms=3, color=ctx.colours[method])
             ax.fill_between(x, 100 * stats["min"], 100 * stats["max"], color=ctx.colours[method], alpha=0.15,
                             lw=0)
             handles.append(line)

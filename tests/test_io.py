@@ -30,3 +30,12 @@ def test_torch_roundtrip_weights_only(tmp_path):
     save_torch(tmp_path / "c.pt", {"w": torch.ones(2), "n": 3, "s": "x"})
     out = load_torch(tmp_path / "c.pt")
     assert out["n"] == 3 and out["s"] == "x" and torch.equal(out["w"], torch.ones(2))
+
+
+def test_outputs_get_the_umask_mode_not_0600(tmp_path):
+    import os
+
+    write_json(tmp_path / "x.json", {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask

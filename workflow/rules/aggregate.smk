@@ -12,6 +12,8 @@ rule aggregate:
     params:
         cmd=aggregate_cmd,
         values=aggregate_values,
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,

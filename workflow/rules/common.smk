@@ -94,7 +94,7 @@ wildcard_constraints:
 
 # -- targets ---------------------------------------------------------------------------------------------
 def final_outputs():
-    """rule all: the active suite's tables and figures."""
+    """The target of `all`: the active suite's tables and figures."""
     return PLAN.final_outputs()
 
 
@@ -114,11 +114,20 @@ def pretrained_sources():
 
 def log_path(stage, *parts):
     """logs/<suite>/<stage>/<parts>.log; the path of a job's log, next to no output of its own."""
-    return "/".join(["logs", SUITE, stage, *parts]) + ".log"
+    return os.path.join("logs", SUITE, stage, *parts) + ".log"
 
 
 def benchmark_path(stage, *parts):
-    return "/".join(["benchmarks", SUITE, stage, *parts]) + ".tsv"
+    return os.path.join("benchmarks", SUITE, stage, *parts) + ".tsv"
+
+
+def run_file(name):
+    """results/<suite>/runs/{task}/{method}/seed{seed}/<name>, with the wildcards left to Snakemake."""
+    return os.path.join(PLAN.run_dir("{task}", "{method}", "{seed}"), name)
+
+
+#: The software of every rule (used with --software-deployment-method conda).
+CONDA_ENV = "../envs/dfg.yaml"
 
 
 # -- commands (one dfg verb per rule, every path explicit) ------------------------------------------------

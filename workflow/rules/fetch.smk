@@ -14,6 +14,8 @@ rule fetch:
     params:
         cmd=fetch_cmd,
         values=fetch_values,
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
@@ -32,6 +34,8 @@ rule fetch_weights:
     params:
         cmd=fetch_weights_cmd,
         values=fetch_weights_values,
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,

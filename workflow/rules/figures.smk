@@ -12,6 +12,8 @@ rule figures:
     params:
         cmd=figures_cmd,
         values=figures_values,
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,

@@ -8,6 +8,8 @@ rule prepare:
     params:
         cmd=prepare_cmd,
         values=prepare_values,
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=prepare_mem_mb,

@@ -12,6 +12,8 @@ rule pretrain:
     params:
         cmd=pretrain_cmd,
         values=pretrain_values,
+    conda:
+        CONDA_ENV
     threads: pretrain_threads
     resources:
         gpu=GPU,

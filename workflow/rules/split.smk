@@ -8,6 +8,8 @@ rule split:
     params:
         cmd=split_cmd,
         values=split_values,
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,

@@ -8,8 +8,8 @@ rule train:
         unpack(train_inputs),
     output:
         model=PLAN.run_model("{task}", "{method}", "{seed}"),
-        metrics=PLAN.run_dir("{task}", "{method}", "{seed}") + "/metrics.json",
-        curves=PLAN.run_dir("{task}", "{method}", "{seed}") + "/curves.csv",
+        metrics=run_file("metrics.json"),
+        curves=run_file("curves.csv"),
     log:
         log_path("train", "{task}", "{method}", "seed{seed}"),
     benchmark:
@@ -17,6 +17,8 @@ rule train:
     params:
         cmd=train_cmd,
         values=train_values,
+    conda:
+        CONDA_ENV
     threads: train_threads
     resources:
         gpu=GPU,
@@ -30,9 +32,9 @@ rule train:
 use rule train as train_artefacts with:
     output:
         model=PLAN.run_model("{task}", "{method}", "{seed}"),
-        metrics=PLAN.run_dir("{task}", "{method}", "{seed}") + "/metrics.json",
-        curves=PLAN.run_dir("{task}", "{method}", "{seed}") + "/curves.csv",
-        artefacts=PLAN.run_dir("{task}", "{method}", "{seed}") + "/artefacts.pt",
+        metrics=run_file("metrics.json"),
+        curves=run_file("curves.csv"),
+        artefacts=run_file("artefacts.pt"),
     wildcard_constraints:
         method=artefact_methods(),
 

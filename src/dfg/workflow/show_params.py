@@ -26,5 +26,8 @@ def main(args: argparse.Namespace, params: dict) -> int:
             from dfg import DfgError
 
             raise DfgError(f"no parameter {args.key!r}; `dfg params` lists them all") from None
-    print(yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip())
+    if isinstance(value, dict | list):
+        print(yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip())
+    else:
+        print(value)
     return 0

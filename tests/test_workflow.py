@@ -1,0 +1,170 @@
+"""The Snakemake workflow without running jobs: dry runs of the default, tiny and paper suites, lint,
+early errors, the generated dvc.yaml, and GPU leasing (with fake device lists, no GPU needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dfg import DfgError
+from dfg.workflow import gpu_lease
+from workflow_fixtures import BIN, ROOT, copy_project, env, job_stats, snakemake
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A fresh copy: no data, models or results, as on a fresh clone."""
+    return copy_project(tmp_path_factory.mktemp("project"))
+
+
+def _params(project: Path) -> dict:
+    return yaml.safe_load((project / "params.yaml").read_text())
+
+
+def test_dry_run_default_suite_lists_its_grid(project):
+    r = snakemake(["-n"], project)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = job_stats(r.stdout)
+    run = _params(project)["run"]
+    n_runs = len(run["tasks"]) * len(run["methods"]) * len(run["seeds"])
+    assert stats.get("train", 0) + stats.get("train_artefacts", 0) == n_runs
+    assert stats["split"] == len(run["tasks"]) * len(run["seeds"])
+    assert stats["pretrain"] == 1 and stats["aggregate"] == 1 and stats["figures"] == 1
+    # fashion-mnist (fetched from a mirror or the net) and synthdigits (generated offline)
+    assert stats["prepare"] == 2 and stats["fetch"] == 1
+
+
+def test_dry_run_paper_suite_lists_the_whole_grid(project):
+    r = snakemake(["-n", "--configfile", "workflow/suites/paper.yaml"], project)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = job_stats(r.stdout)
+    paper = yaml.safe_load((project / "workflow/suites/paper.yaml").read_text())["run"]
+    assert len(paper["tasks"]) == 6 and paper["seeds"] == [0, 1, 2, 3, 4] and len(paper["methods"]) == 13
+    assert stats["train"] + stats["train_artefacts"] == 6 * 13 * 5
+    assert stats["train_artefacts"] >= 6 * 2 * 5  # at least dfg and difa_cmwgan write artefacts.pt
+    assert stats["split"] == 30
+    # svhn fmnist stl10 cinic10 caltech256 food101 + emnist cifar10 (sources); ResNet-50 weights fetched
+    assert stats["fetch"] == 8 and stats["prepare"] == 8
+    assert stats["pretrain"] == 2 and stats["fetch_weights"] == 1
+
+
+def test_original_runs_wait_for_no_source_model(project):
+    r = snakemake(["-n", "results/tiny/runs/digits-tiny/original/seed0/metrics.json", "--config", "suite=tiny"],
+                  project)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = job_stats(r.stdout)
+    assert "pretrain" not in stats and stats["train"] == 1
+    r = snakemake(["-n", "results/tiny/runs/digits-tiny/crt/seed0/metrics.json", "--config", "suite=tiny"], project)
+    stats = job_stats(r.stdout)
+    assert stats["pretrain"] == 1 and stats["train"] == 2  # crt starts from the finetune run
+
+
+def test_lint_is_clean(project):
+    r = snakemake(["--lint"], project)
+    assert r.returncode == 0
+    assert "Lints for" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("overlay, expected", [
+    (None, "unknown suite 'nosuch'"),
+    ({"run": {"methods": ["original", "nosuch"]}}, "unknown method 'nosuch'"),
+    ({"run": {"tasks": ["nosuch"]}}, "unknown task 'nosuch'"),
+    ({"tasks": {"fmnist-synth": {"source": "nosource"}}}, "unknown source 'nosource'"),
+])
+def test_bad_suite_stops_before_any_job_with_one_message(project, overlay, expected):
+    if overlay is not None:
+        (project / "workflow/suites/nosuch.yaml").write_text(yaml.safe_dump({"suite": "nosuch", **overlay}))
+    try:
+        r = snakemake(["--cores", "1", "--config", "suite=nosuch"], project)
+    finally:
+        (project / "workflow/suites/nosuch.yaml").unlink(missing_ok=True)
+    assert r.returncode != 0
+    assert expected in r.stdout + r.stderr
+    assert "rule " not in r.stdout + r.stderr  # no job was scheduled
+    assert not (project / "data").exists()
+
+
+def test_config_overrides_of_numbers_are_refused(project):
+    r = snakemake(["-n", "--config", "train={steps: 5}"], project)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "changed train" in out and "suite file" in out
+
+
+def test_committed_dvc_yaml_is_not_stale():
+    r = subprocess.run(check=False, args=[str(BIN / "dfg"), "dvc-yaml", "--check"], cwd=ROOT, env=env(), capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_dvc_yaml_check_fails_on_a_stale_file(project):
+    (project / "dvc.yaml").write_text((project / "dvc.yaml").read_text().replace("--seed 0", "--seed 9", 1))
+    r = subprocess.run(check=False, args=[str(BIN / "dfg"), "dvc-yaml", "--check"], cwd=project, env=env(), capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and "stale" in r.stderr
+
+
+# -- GPU leasing ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("visible, expected", [
+    ("0,1", ["0", "1"]), ("3", ["3"]), ("", []), ("-1", []), ("2,-1,3", ["2"]),
+    ("GPU-5b1c,GPU-77aa", ["GPU-5b1c", "GPU-77aa"]),
+])
+def test_candidate_devices_follow_cuda_visible_devices(visible, expected):
+    assert gpu_lease.candidate_devices({"CUDA_VISIBLE_DEVICES": visible}) == expected
+
+
+def test_two_leases_get_distinct_devices_and_a_third_waits(tmp_path):
+    with gpu_lease.lease(["0", "1"], tmp_path) as a, gpu_lease.lease(["0", "1"], tmp_path) as b:
+        assert {a, b} == {"0", "1"}
+        with pytest.raises(DfgError, match="stayed leased"), \
+                gpu_lease.lease(["0", "1"], tmp_path, timeout_s=0.2, poll_s=0.05):
+            pass
+    # released on exit: the next lease gets the first device again
+    with gpu_lease.lease(["0", "1"], tmp_path) as c:
+        assert c == "0"
+
+
+def test_a_waiting_lease_gets_the_device_when_it_is_released(tmp_path):
+    got = []
+    with gpu_lease.lease(["7"], tmp_path):
+        t = threading.Thread(target=lambda: got.append(next(iter([_take(tmp_path)]))))
+        t.start()
+        time.sleep(0.3)
+        assert got == []
+    t.join(5)
+    assert got == ["7"]
+
+
+def _take(lock_dir: Path) -> str:
+    with gpu_lease.lease(["7"], lock_dir, timeout_s=5, poll_s=0.05) as d:
+        return d
+
+
+def test_concurrent_gpu_lease_commands_run_on_distinct_devices(tmp_path):
+    e = env() | {"CUDA_VISIBLE_DEVICES": "0,1", "DFG_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    e.pop("SLURM_JOB_ID", None)
+    cmd = [str(BIN / "dfg"), "gpu-lease", "--", "sh", "-c", "echo $CUDA_VISIBLE_DEVICES; sleep 2"]
+    procs = [subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert outs == ["0", "1"]
+
+
+def test_gpu_lease_without_gpus_runs_the_command_as_is(tmp_path):
+    e = env() | {"CUDA_VISIBLE_DEVICES": "", "DFG_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    r = subprocess.run(check=False, args=[str(BIN / "dfg"), "gpu-lease", "--", "sh", "-c", "echo [$CUDA_VISIBLE_DEVICES]; exit 3"],
+                       env=e, capture_output=True, text=True)
+    assert r.returncode == 3 and r.stdout.strip() == "[]"
+    assert not (tmp_path / "locks").exists()
+
+
+def test_dfg_params_prints_the_resolved_suite():
+    r = subprocess.run(check=False, args=[str(BIN / "dfg"), "--suite", "paper", "params", "train.steps"], cwd=ROOT, env=env(),
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "40000"
+    assert os.path.exists(ROOT / "workflow/suites/paper.yaml")

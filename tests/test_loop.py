@@ -20,7 +20,7 @@ CONTRACT_KEYS = {
     "dataset", "source", "class_counts", "minority_classes", "split_sha256", "steps", "wall_seconds", "device",
     "torch_version", "git_commit", "params",
 }
-TIMING_KEYS = {"wall_seconds", "resumed_from_step"}
+TIMING_KEYS = {"wall_seconds", "resumed_from_step", "git_commit"}  # git: other commits may land mid-test
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,25 @@ def test_cuda_without_gpu_is_a_clear_error(task, tmp_path):
         run_training(make_params(steps=1), "digits-test", "original", 0, split_file=task["split"],
                      prepared_dir=task["prepared"], out_model=tmp_path / "m.pt", out_dir=tmp_path / "r",
                      device="cuda")
+
+
+def test_bench_times_real_steps():
+    from dfg.bench import bench_one
+
+    params = make_params()
+    r = bench_one(params, "lenet5", "original", torch.device("cpu"), steps=3, warmup=1)
+    assert r["steps"] == 3 and r["seconds"] > 0
+    assert r["images_per_s"] == pytest.approx(r["steps_per_s"] * params["train"]["batch_size"])
+
+
+def test_runtime_choices():
+    from dfg.runtime import autocast_factory, choose_device, derive_seed
+
+    assert choose_device("cpu") == torch.device("cpu")
+    assert choose_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DfgError, match="unknown device"):
+        choose_device("tpu")
+    with autocast_factory(torch.device("cpu"), amp=True)():  # a no-op on the CPU: full precision
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert derive_seed(0, "batches") == derive_seed(0, "batches") != derive_seed(1, "batches")
+    assert 0 <= derive_seed(0, "x") < 2**63

@@ -28,6 +28,12 @@ from dfg import DfgError
 GP_EPS = 1e-16
 
 
+def activation(slope: float) -> nn.Module:
+    """LeakyReLU(slope); slope 1 is the identity, so it is built as nn.Identity (same function, no
+    elementwise pass forward or backward)."""
+    return nn.Identity() if slope == 1.0 else nn.LeakyReLU(slope)
+
+
 def transposed_out_side(side: int, kernel: int, stride: int, padding: int) -> int:
     """Output side of ConvTranspose2d (no output_padding, dilation 1)."""
     return (side - 1) * stride - 2 * padding + kernel
@@ -55,7 +61,7 @@ class FeatureGenerator(nn.Module):
         for i, (out, k, s, p) in enumerate(layers):
             blocks.append(nn.ConvTranspose2d(ch, out, k, stride=s, padding=p, bias=False))
             if i < len(layers) - 1:
-                blocks += [nn.BatchNorm2d(out), nn.LeakyReLU(slope)]
+                blocks += [nn.BatchNorm2d(out), activation(slope)]
             ch, side = out, transposed_out_side(side, k, s, p)
         blocks += [nn.Tanh(), nn.BatchNorm2d(ch)]
         self.model = nn.Sequential(*blocks)
@@ -79,7 +85,7 @@ class FeatureCritic(nn.Module):
         ch, side = feature_shape[0], feature_shape[1]
         layers: list[nn.Module] = []
         for out in channels:
-            layers += [nn.Conv2d(ch, out, kernel, stride=2, padding=kernel // 2, bias=False), nn.LeakyReLU(slope)]
+            layers += [nn.Conv2d(ch, out, kernel, stride=2, padding=kernel // 2, bias=False), activation(slope)]
             ch, side = out, (side + 2 * (kernel // 2) - kernel) // 2 + 1
         self.conv = nn.Sequential(*layers)
         self.dense = nn.Linear(ch * side * side, 1)

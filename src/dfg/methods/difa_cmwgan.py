@@ -1,0 +1,154 @@
+"""DIFA + CMWGAN, a reconstruction (method.md §3 [choice]; labelled so in every result).
+
+DIFA (Volpi et al., CVPR 2018) trains a conditional feature generator S(z, y) adversarially in feature
+space, then makes an encoder match S's features with a second discriminator. "CMWGAN" is not
+identifiable in public sources; we read it as a Conditional WGAN-GP in feature space. The reconstruction:
+
+Phase 1 (the first `generator_fraction` of the steps; F_t and C_t untouched): S(z, y) -- DFG's
+generator architecture, no attention mask -- is trained with WGAN-GP against a class-conditional
+projection critic D1(f, y) on the target images' features under the source extractor F_s (DIFA's step 1
+learns the features of the frozen pre-trained encoder); `critic_iters` critic updates per S update, each
+on a fresh training batch whose labels S is given too.
+
+Phase 2 (the remaining steps; S frozen, eval mode): per step one batch (x, y) and
+- D2(f, y) (a second conditional critic, WGAN-GP) learns to tell S(z, y) ("real") from F_t(x);
+- F_t, C_t: CE(C_t([F_t(x); S(z', y')]), [y; y']) + adv_weight * -E[D2(F_t(x), y)], with y' uniform
+  over the minority classes (all classes when the split has none): DIFA's step 2 adversarial matching
+  of F_t to S, and C_t trained on real features plus S's features for the minority classes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as nnf
+
+from dfg import DfgError
+from dfg.methods import METHODS
+from dfg.methods.base import Method
+from dfg.methods.delta import seeded
+from dfg.methods.dfg import build_gan, feature_artefacts, gan_optimizer
+from dfg.methods.gan import critic_loss, critic_mean, sample_noise
+
+
+@METHODS.register("difa_cmwgan")
+class DifaCmwgan(Method):
+    needs_source: ClassVar[bool] = True
+    label: ClassVar[str] = "DIFA + CMWGAN (reconstruction)"
+
+    def setup(self) -> None:
+        ctx, hp = self.ctx, self.ctx.hp
+        if ctx.source_net is None:
+            raise DfgError("difa_cmwgan needs the task's source model; run `dfg pretrain` / `dfg fetch-weights`")
+        ctx.net.train()
+        self.S, self.D1 = build_gan(ctx, hp, conditional_critic=True)
+        _, self.D2 = build_gan(ctx, hp, conditional_critic=True)
+        self.opt_s = gan_optimizer(self.S, hp, "g")
+        self.opt_d1 = gan_optimizer(self.D1, hp, "d")
+        self.opt_d2 = gan_optimizer(self.D2, hp, "d")
+        self.optimizer = ctx.make_optimizer(ctx.net.parameters())
+        self.scheduler = ctx.make_scheduler(self.optimizer)
+        self.phase1_steps = round(hp["generator_fraction"] * ctx.total_steps)
+        k = ctx.data.num_classes
+        minority = list(ctx.data.minority_classes) or list(range(k))
+        self.minority = torch.tensor(minority, device=ctx.device)
+        self.shortcut = bool(hp["gp_shortcut"])
+
+    def _s(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        onehot = nnf.one_hot(y, self.ctx.data.num_classes).float()
+        with self.ctx.autocast():
+            return self.S(z, onehot).float()
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.rand(n, self.S.noise_dim, device=self.ctx.device, generator=self.ctx.generator) * 2 - 1
+
+    def train_step(self, step: int) -> dict[str, float]:
+        if step < self.phase1_steps:
+            return self._generator_step()
+        if self.S.training:  # S is frozen from phase 2 on (also after a resume)
+            self.S.eval()
+        return self._matching_step()
+
+    # -- phase 1: conditional WGAN-GP on source-extractor features of target images -----------------------
+    def _generator_step(self) -> dict[str, float]:
+        ctx, hp = self.ctx, self.ctx.hp
+        for _ in range(hp["critic_iters"]):
+            x, y = ctx.data.train.next()
+            with torch.no_grad():
+                with ctx.autocast():
+                    real = ctx.source_net.F(x).float()
+                fake = self._s(self._noise(y.shape[0]), y)
+            d_loss, gp = critic_loss(self.D1, real, fake, hp["gp_weight"], ctx.generator, self.shortcut, y, y)
+            self.opt_d1.zero_grad(set_to_none=True)
+            d_loss.backward(inputs=list(self.D1.parameters()))
+            self.opt_d1.step()
+        fake = self._s(self._noise(y.shape[0]), y)
+        g_loss = -critic_mean(self.D1, fake, self.shortcut, y)
+        self.opt_s.zero_grad(set_to_none=True)
+        g_loss.backward(inputs=list(self.S.parameters()))
+        self.opt_s.step()
+        return {"loss_d": float(d_loss.detach()), "gp": float(gp.detach()), "loss_g": float(g_loss.detach())}
+
+    # -- phase 2: F_t matched to S, C_t on real + generated minority features ---------------------------------
+    def _matching_step(self) -> dict[str, float]:
+        ctx, hp, net = self.ctx, self.ctx.hp, self.ctx.net
+        x, y = ctx.data.train.next()
+        bsz = y.shape[0]
+        with ctx.autocast():
+            feats = net.F(x)
+        feats32 = feats.float()
+        with torch.no_grad():
+            s_real = self._s(self._noise(bsz), y)
+        d_loss, gp = critic_loss(self.D2, s_real, feats32.detach(), hp["gp_weight"], ctx.generator, self.shortcut,
+                                 y, y)
+        self.opt_d2.zero_grad(set_to_none=True)
+        d_loss.backward(inputs=list(self.D2.parameters()))
+        self.opt_d2.step()
+
+        n_gen = max(1, round(hp["generated_ratio"] * bsz))
+        y_gen = self.minority[torch.randint(0, self.minority.numel(), (n_gen,), device=ctx.device,
+                                            generator=ctx.generator)]
+        with torch.no_grad():
+            gen = self._s(self._noise(n_gen), y_gen)
+        with ctx.autocast():
+            logits = net.C(torch.cat([feats, gen.to(feats.dtype)]))
+        ce = nnf.cross_entropy(logits.float(), torch.cat([y, y_gen]))
+        adv = -critic_mean(self.D2, feats32, self.shortcut, y)
+        loss = ce + hp["adv_weight"] * adv
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=list(net.parameters()))
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {"loss_d2": float(d_loss.detach()), "gp2": float(gp.detach()), "loss_ce": float(ce.detach()),
+                "loss_adv": float(adv.detach()), "loss": float(loss.detach())}
+
+    # -- resume / figures -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"S": self.S.state_dict(), "D1": self.D1.state_dict(), "D2": self.D2.state_dict(),
+                                 "opt_s": self.opt_s.state_dict(), "opt_d1": self.opt_d1.state_dict(),
+                                 "opt_d2": self.opt_d2.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("S", "D1", "D2"):
+            getattr(self, name).load_state_dict(state[name])
+        self.opt_s.load_state_dict(state["opt_s"])
+        self.opt_d1.load_state_dict(state["opt_d1"])
+        self.opt_d2.load_state_dict(state["opt_d2"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def artefacts(self) -> dict[str, Any]:
+        def generate(n: int, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            s = copy.deepcopy(self.S).eval()
+            z, y = sample_noise(n, s.noise_dim, classes, seeded(self.ctx, "artefacts-noise")[1])
+            with torch.no_grad():
+                return s(z, nnf.one_hot(y, self.ctx.data.num_classes).float()).float(), y
+
+        return feature_artefacts(self.ctx, self.ctx.hp, generate)

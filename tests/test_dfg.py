@@ -1,0 +1,183 @@
+"""DFG's step, piece by piece, on a tiny random-data LeNet-5 context: each update touches exactly the
+networks it should; attention refresh; exact resume (the queue rebuilt from the data stream); artefacts."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from dfg.batches import DeviceImages, EvalImages, TaskData, TrainBatches
+from dfg.config import load_params
+from dfg.methods import METHODS
+from dfg.models import build_backbone
+from dfg.train import make_context
+
+BATCH = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster and immune to other jobs competing for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_method(name: str = "dfg", seed: int = 0, **hp_over):
+    params = load_params(semantic=False)
+    params["train"]["batch_size"] = BATCH
+    hp = copy.deepcopy(params["methods"][name])
+    hp.update(hp_over)
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.full(60, c) for c in range(2)] + [np.full(12, c) for c in range(2, 10)])
+    x = rng.integers(0, 256, (len(y), 32, 32, 1), dtype=np.uint8)
+    dev = torch.device("cpu")
+    imgs = DeviceImages(x, y, dev)
+    train = TrainBatches(imgs, np.arange(len(y)), 10, BATCH, "none", 32, seed, dev)
+    data = TaskData(train=train, test=EvalImages(imgs, np.arange(40), dev), num_classes=10,
+                    class_counts=torch.bincount(train.labels, minlength=10), minority_classes=list(range(2, 10)),
+                    classes=[str(i) for i in range(10)], dataset="random")
+    torch.manual_seed(seed)
+    net = build_backbone("lenet5", 10)
+    src = copy.deepcopy(net).eval().requires_grad_(False)
+    ctx = make_context(task="t", method=name, seed=seed, params=params, hp=hp, device=dev, net=net,
+                       source_net=src, data=data, total_steps=20, optimizer=params["train"]["optimizer"]["lenet5"])
+    method = METHODS.get(name)(ctx)
+    method.setup()
+    return method
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict, module: torch.nn.Module, params_only: bool = True) -> bool:
+    names = {n for n, _ in module.named_parameters()} if params_only else set(before)
+    now = module.state_dict()
+    return any(not torch.equal(before[n], now[n]) for n in names)
+
+
+@pytest.fixture()
+def m():
+    method = make_method()
+    method._fill_queue()
+    return method
+
+
+def nets(m):
+    return {"F": m.ctx.net.F, "C": m.ctx.net.C, "G": m.G, "D": m.D}
+
+
+def test_critic_update_leaves_f_c_and_g_unchanged(m):
+    before = {k: snapshot(v) for k, v in nets(m).items()}
+    _, reals = m.queue_features()
+    m.critic_updates(reals)
+    assert changed(before["D"], m.D)
+    for k in ("F", "C"):
+        assert not changed(before[k], nets(m)[k], params_only=False)
+    assert not changed(before["G"], m.G)  # G's weights; its BN statistics move (train mode, as the authors')
+    assert changed(before["G"], m.G, params_only=False)
+
+
+def test_label_preserving_update_changes_only_g(m):
+    before = {k: snapshot(v) for k, v in nets(m).items()}
+    _, y0 = m.queue[0]
+    f0, _ = m.queue_features()
+    m.generator_label_preserving(f0.detach(), y0)
+    assert changed(before["G"], m.G)
+    for k in ("F", "C", "D"):
+        assert not changed(before[k], nets(m)[k], params_only=False)
+
+
+def test_adversarial_update_changes_only_g_and_the_regularised_update_only_f_and_c(m):
+    before = {k: snapshot(v) for k, v in nets(m).items()}
+    m.generator_adversarial()
+    assert changed(before["G"], m.G)
+    assert not any(changed(before[k], nets(m)[k]) for k in ("F", "C", "D"))
+    before = {k: snapshot(v) for k, v in nets(m).items()}
+    x0, y0 = m.queue[0]
+    f0, _ = m.queue_features()
+    logs, src_hooks = m.extractor_classifier_update(x0, y0, f0)
+    assert changed(before["F"], m.ctx.net.F) and changed(before["C"], m.ctx.net.C)
+    assert not changed(before["G"], m.G, params_only=False) and not changed(before["D"], m.D)
+    assert logs["loss_e"] == pytest.approx(logs["loss_ce"] + 0.01 * logs["omega_e"], rel=1e-6)
+    before = {k: snapshot(v) for k, v in nets(m).items()}
+    m.classifier_update(x0, y0, src_hooks)
+    assert changed(before["C"], m.ctx.net.C)
+    assert not any(changed(before[k], nets(m)[k]) for k in ("F", "G", "D"))
+
+
+def test_row_wise_shortcuts_give_the_authors_losses(m):
+    """Step 3's generated-half forward and step 5's single merged forward against the plain formulas."""
+    net, bsz = m.ctx.net, BATCH
+    x0, y0 = m.queue[0]
+    real = net.F(x0).detach()
+    state = m.ctx.generator.get_state()
+    m.generator_label_preserving(real, y0)  # consumes noise; recompute its loss by hand from the same draw
+    m.ctx.generator.set_state(state)
+    g_before = copy.deepcopy(m.G)
+    with torch.no_grad():
+        fake, yf = m.generate(bsz)
+    m.G.load_state_dict(g_before.state_dict())
+    full = torch.nn.functional.cross_entropy(net.C(torch.cat([fake, real])), torch.cat([yf, y0]))
+    fake_half = torch.nn.functional.cross_entropy(net.C(fake), yf, reduction="sum") / (2 * bsz)
+    real_half = torch.nn.functional.cross_entropy(net.C(real), y0, reduction="sum") / (2 * bsz)
+    assert full.item() == pytest.approx((fake_half + real_half).item(), rel=1e-5)
+
+
+def test_every_step_runs_and_the_attention_refreshes_with_the_refresh_threshold():
+    m = make_method(refresh_every=3, refresh_max_loss=1e9, classifier_every=2)
+    logs = [m.train_step(s) for s in range(7)]
+    assert "loss_c" not in logs[0] and "loss_c" in logs[2] and "loss_c" not in logs[3]
+    assert m.attention_steps == [0, 3, 6]
+    att = m.attention
+    kept = att[att > 0]
+    assert bool((kept * att.shape[1] >= 0.95).all())
+    for s in range(7):
+        assert all(np.isfinite(v) for v in logs[s].values())
+    art = m.artefacts()
+    feats = art["features"]
+    assert feats["real"].shape[1] == 6 * 14 * 14 and feats["generated"].shape[1] == 6 * 14 * 14
+    assert feats["real"].shape[0] <= 200 and set(feats["real_labels"].tolist()) <= set(range(2, 10))
+    assert set(feats["generated_labels"].tolist()) <= set(range(2, 10))
+    assert art["attention"]["matrices"].shape == (3, 10, 6) and art["attention"]["steps"].tolist() == [0, 3, 6]
+
+
+def test_no_refresh_when_the_extractor_loss_is_high():
+    m = make_method(refresh_every=2, refresh_max_loss=0.0)
+    for s in range(5):
+        m.train_step(s)
+    assert m.attention_steps == [0]
+
+
+def _run_state(m) -> dict:
+    ctx = m.ctx
+    return {"net": copy.deepcopy(ctx.net.state_dict()), "method": copy.deepcopy(m.state_dict()),
+            "data": copy.deepcopy(ctx.data.train.state_dict()), "gen": ctx.generator.get_state(),
+            "torch": torch.get_rng_state()}
+
+
+def test_resume_continues_exactly():
+    a = make_method(refresh_every=4, refresh_max_loss=1e9)
+    for s in range(5):
+        a.train_step(s)
+    saved = _run_state(a)
+    for s in range(5, 9):
+        a.train_step(s)
+    b = make_method(refresh_every=4, refresh_max_loss=1e9)
+    b.ctx.net.load_state_dict(saved["net"])
+    b.load_state_dict(saved["method"])  # the loop's order: net, method, data stream, RNG
+    b.ctx.data.train.load_state_dict(saved["data"])
+    b.ctx.generator.set_state(saved["gen"])
+    torch.set_rng_state(saved["torch"])
+    for s in range(5, 9):
+        b.train_step(s)
+    for x, y in zip(a.ctx.net.state_dict().values(), b.ctx.net.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    for x, y in zip(a.G.state_dict().values(), b.G.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    assert torch.equal(a.attention, b.attention) and a.attention_steps == b.attention_steps == [0, 4, 8]

@@ -88,19 +88,19 @@ class Killed(Exception):
 
 
 def test_resume_after_kill_matches_uninterrupted(task, tmp_path):
-    full = train(task, tmp_path / "full", "finetune", steps=60)
+    full = train(task, tmp_path / "full", "finetune", steps=40)
 
-    def kill_at_50(step: int, logs: dict) -> None:
-        if step == 50:
+    def kill_at_30(step: int, logs: dict) -> None:
+        if step == 30:
             raise Killed
 
     with pytest.raises(Killed):
-        train(task, tmp_path / "cut", "finetune", steps=60, callback=kill_at_50)
+        train(task, tmp_path / "cut", "finetune", steps=40, callback=kill_at_30)
     resume = tmp_path / "cut" / "m.resume.pt"
-    assert load_torch(resume)["step"] == 40  # checkpoint_every = 20
+    assert load_torch(resume)["step"] == 20  # checkpoint_every = 20
     assert not (tmp_path / "cut" / "m.pt").exists() and not (tmp_path / "cut" / "res").exists()
-    resumed = train(task, tmp_path / "cut", "finetune", steps=60)
-    assert resumed["resumed_from_step"] == 40 and resumed["steps"] == 60
+    resumed = train(task, tmp_path / "cut", "finetune", steps=40)
+    assert resumed["resumed_from_step"] == 20 and resumed["steps"] == 40
     assert {k: v for k, v in resumed.items() if k not in TIMING_KEYS} == \
         {k: v for k, v in full.items() if k not in TIMING_KEYS}
     assert (tmp_path / "cut" / "res" / "curves.csv").read_text() == (tmp_path / "full" / "res" / "curves.csv").read_text()
@@ -111,13 +111,13 @@ def test_resume_after_kill_matches_uninterrupted(task, tmp_path):
 
 def test_resume_of_another_run_is_refused(task, tmp_path):
     def kill(step: int, logs: dict) -> None:
-        if step == 25:
+        if step == 21:
             raise Killed
 
     with pytest.raises(Killed):
-        train(task, tmp_path, "finetune", steps=60, callback=kill)
+        train(task, tmp_path, "finetune", steps=30, callback=kill)
     with pytest.raises(DfgError, match="another run"):
-        train(task, tmp_path, "finetune", steps=80)
+        train(task, tmp_path, "finetune", steps=31)
 
 
 def test_cuda_without_gpu_is_a_clear_error(task, tmp_path):

@@ -122,7 +122,7 @@ def save_resume(path: Path, ctx: RunContext, method: Method, step: int, curves: 
         **run_fields, "kind": "resume", "step": step, "net": ctx.net.state_dict(),
         "method_state": method.state_dict(), "rng": rng_state(ctx.device),
         "generator": ctx.generator.get_state(), "data_state": ctx.data.train.state_dict(),
-        "curves": curves, "loss_sums": loss_sums, "wall_seconds": wall,
+        "curves": curves, "loss_sums": {k: (float(s), n) for k, (s, n) in loss_sums.items()}, "wall_seconds": wall,
     })
 
 
@@ -164,13 +164,15 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
         logs = method.train_step(step)
         for name, value in logs.items():
             s, n = loss_sums.get(name, (0.0, 0))
-            loss_sums[name] = (s + float(value), n + 1)
+            # A 0-dim tensor is summed on its device (float64): no host sync per step on CUDA.
+            v = value.detach().double() if isinstance(value, torch.Tensor) else float(value)
+            loss_sums[name] = (s + v, n + 1)
         done = step + 1
         if done % eval_every == 0 or done == total:
             probs, y = predict(ctx.net, ctx.data.test.iterate(eval_batch_size), ctx.autocast)
             acc, bacc = curve_accuracies(probs, y, ctx.data.num_classes)
             row = {"step": done, "test_accuracy": acc, "test_balanced_accuracy": bacc}
-            row.update({k: s / max(n, 1) for k, (s, n) in sorted(loss_sums.items())})
+            row.update({k: float(s) / max(n, 1) for k, (s, n) in sorted(loss_sums.items())})
             curves.append(row)
             loss_sums = {}
             last_eval = (probs, y) if done == total else None

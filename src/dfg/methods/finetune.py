@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as nnf
 
 from dfg.methods import METHODS
@@ -18,7 +19,7 @@ class CrossEntropyMethod(Method):
         self.optimizer = self.ctx.make_optimizer(self.ctx.net.parameters())
         self.scheduler = self.ctx.make_scheduler(self.optimizer)
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
         x, y = self.ctx.data.train.next()
         with self.ctx.autocast():
             logits = self.ctx.net(x)
@@ -28,7 +29,7 @@ class CrossEntropyMethod(Method):
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return {"loss_ce": float(loss.detach())}
+        return {"loss_ce": loss.detach()}  # a tensor: the loop sums it without a per-step host sync
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from dfg import DfgError
 from dfg.methods.base import Method, RunContext
@@ -160,8 +162,12 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
         log.info("resuming %s from step %d of %d (%s)", run_fields.get("method", "run"), start, total, resume_path)
     t0 = time.perf_counter()
     last_eval = None
+    # A progress bar only on a terminal; logs at each evaluation otherwise (design.md, "Progress").
+    bar = tqdm(total=total, initial=start, desc=f"{run_fields.get('task', '')} {run_fields.get('method', '')}",
+               disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
     for step in range(start, total):
         logs = method.train_step(step)
+        bar.update(1)
         for name, value in logs.items():
             s, n = loss_sums.get(name, (0.0, 0))
             # A 0-dim tensor is summed on its device (float64): no host sync per step on CUDA.
@@ -182,6 +188,7 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
                         wall_before + time.perf_counter() - t0, run_fields)
         if callback is not None:
             callback(done, logs)
+    bar.close()
     method.on_train_end()
     return FitResult(steps=total, curves=curves, wall_seconds=wall_before + time.perf_counter() - t0,
                      resumed_from=resumed_from, last_eval=last_eval)

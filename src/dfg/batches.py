@@ -135,6 +135,7 @@ class IndexStream:
         self.uniform_batches = 0
         self.weighted_batches = 0
         self.class_weights: torch.Tensor | None = None
+        self._per_sample: torch.Tensor | None = None
         self._epoch = -1
         self._perm: torch.Tensor | None = None
         self._gen = torch.Generator()
@@ -148,6 +149,8 @@ class IndexStream:
                 raise ValueError(f"class weights must be {self.num_classes} non-negative numbers, one > 0 "
                                  "for a class present in the split")
         self.class_weights = w
+        # P(sample i) ∝ w_{y_i} / n_{y_i}, so that P(class c) ∝ w_c
+        self._per_sample = None if w is None else (w / self._class_counts.clamp(min=1))[self.labels]
 
     def next(self) -> torch.Tensor:
         if self.class_weights is None:
@@ -159,10 +162,9 @@ class IndexStream:
                 self._epoch = epoch
             self.uniform_batches += 1
             return self._perm[k * self.batch_size:(k + 1) * self.batch_size]
-        per_sample = (self.class_weights / self._class_counts.clamp(min=1))[self.labels]
         self._gen.manual_seed(derive_seed(self.seed, "weighted", self.weighted_batches))
         self.weighted_batches += 1
-        return torch.multinomial(per_sample, self.batch_size, replacement=True, generator=self._gen)
+        return torch.multinomial(self._per_sample, self.batch_size, replacement=True, generator=self._gen)
 
     def state_dict(self) -> dict:
         return {"uniform_batches": self.uniform_batches, "weighted_batches": self.weighted_batches,
@@ -171,7 +173,7 @@ class IndexStream:
     def load_state_dict(self, state: dict) -> None:
         self.uniform_batches = int(state["uniform_batches"])
         self.weighted_batches = int(state["weighted_batches"])
-        self.class_weights = state["class_weights"]
+        self.set_class_weights(state["class_weights"])
         self._epoch = -1
 
 
@@ -271,7 +273,6 @@ class TrainBatches:
         if self._prefetch is None:
             ahead = IndexStream(self.stream.labels, self.stream.num_classes, self.batch_size, self.seed)
             ahead.load_state_dict(self.stream.state_dict())
-            ahead.class_weights = self.stream.class_weights
 
             def sampler():
                 while True:

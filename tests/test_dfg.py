@@ -181,3 +181,15 @@ def test_resume_continues_exactly():
     for x, y in zip(a.G.state_dict().values(), b.G.state_dict().values(), strict=True):
         assert torch.equal(x, y)
     assert torch.equal(a.attention, b.attention) and a.attention_steps == b.attention_steps == [0, 4, 8]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_head_warm_up_trains_only_the_last_layer_and_is_kept_only_when_asked(keep):
+    epochs = {"lenet5": 1, "vgg16": 0, "resnet50": 10}
+    m = make_method("delta", fc_warmup_epochs=epochs, fc_warmup_keep=keep)
+    net, src, warmed = m.ctx.net, m.ctx.source_net, m.analysis.analysis_net
+    assert warmed is not src
+    for name, p in warmed.named_parameters():
+        assert torch.equal(p, src.get_parameter(name)) != name.startswith("C.fc3")  # only the head moved
+    assert torch.equal(net.C.fc3.weight, warmed.C.fc3.weight) == keep
+    assert torch.equal(net.C.fc2.weight, src.C.fc2.weight)

@@ -16,7 +16,7 @@ in eval mode here, so replicas do not see each other through batch statistics).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as nnf
@@ -103,15 +103,24 @@ def load_training_samples(train, positions: torch.Tensor, gen_device: torch.Gene
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised, training-augmented images of the split positions (the authors drew them through the
     training DataLoader, i.e. with its transform) without touching the training batch stream."""
-    idx = train.indices[positions]
+    return next(training_batches(train, [positions], gen_device))
+
+
+def training_batches(train, chunks: Sequence[torch.Tensor], gen_device: torch.Generator
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of the given split positions, each normalised and augmented like training batches:
+    a device gather for in-memory data, a DataLoader with the run's workers for 224-px files."""
     images = train.images
     if hasattr(images, "gather"):
-        x, y = images.gather(idx)
-    else:  # 224-px files: decode the few needed images directly
-        items = [images[int(i)] for i in idx]
-        x = torch.stack([it[0] for it in items]).to(train.device)
-        y = torch.tensor([it[1] for it in items], dtype=torch.int64, device=train.device)
-    return normalise(augment_batch(x, train.augment_kind, train.out_size, gen_device)), y
+        for pos in chunks:
+            x, y = images.gather(train.indices[pos])
+            yield normalise(augment_batch(x, train.augment_kind, train.out_size, gen_device)), y
+        return
+    loader = torch.utils.data.DataLoader(images, batch_sampler=[train.indices[p].tolist() for p in chunks],
+                                         num_workers=train.num_workers, pin_memory=train.device.type == "cuda")
+    for x, y in loader:
+        x, y = x.to(train.device, non_blocking=True), y.to(train.device, non_blocking=True)
+        yield normalise(augment_batch(x, train.augment_kind, train.out_size, gen_device)), y
 
 
 def in_chunks(fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,

@@ -25,6 +25,7 @@ from dfg.methods.attention import (
     extractor_ablation,
     load_training_samples,
     per_class_positions,
+    training_batches,
 )
 from dfg.methods.base import Method, RunContext
 from dfg.methods.regularizers import BehaviourRegularizer
@@ -56,11 +57,8 @@ def random_batches(ctx: RunContext, n_batches: int, batch_size: int, *stream: ob
     train = ctx.data.train
     cpu, dev = seeded(ctx, *stream)
     perm = torch.randperm(len(train), generator=cpu)
-    out = []
-    for b in range(n_batches):
-        pos = perm[(b * batch_size) % len(train):][:batch_size]
-        out.append(load_training_samples(train, pos, dev))
-    return out
+    chunks = [perm[(b * batch_size) % len(train):][:batch_size] for b in range(n_batches)]
+    return list(training_batches(train, chunks, dev))
 
 
 def warm_up_head(ctx: RunContext, net: torch.nn.Module, hp: dict) -> None:
@@ -70,6 +68,7 @@ def warm_up_head(ctx: RunContext, net: torch.nn.Module, hp: dict) -> None:
     if epochs <= 0:
         return
     fc = net.get_submodule(net.info.last_fc)
+    fc.requires_grad_(True)  # `net` is a copy of the frozen source model
     opt = torch.optim.SGD(fc.parameters(), lr=hp["fc_warmup_lr"], momentum=hp["fc_warmup_momentum"],
                           weight_decay=hp["fc_warmup_weight_decay"])
     gamma = math.exp(math.log(hp["fc_warmup_decay_factor"]) / hp["fc_warmup_decay_epochs"])
@@ -80,8 +79,8 @@ def warm_up_head(ctx: RunContext, net: torch.nn.Module, hp: dict) -> None:
         for epoch in range(epochs):
             cpu, dev = seeded(ctx, "fc-warmup", epoch)
             perm = torch.randperm(len(train), generator=cpu)
-            for s in range(0, len(train) - bs + 1, bs):
-                x, y = load_training_samples(train, perm[s:s + bs], dev)
+            chunks = [perm[s:s + bs] for s in range(0, len(train) - bs + 1, bs)]
+            for x, y in training_batches(train, chunks, dev):
                 with torch.no_grad(), ctx.autocast():
                     head_in = head_input(net, fc, x)
                 loss = nnf.cross_entropy(fc(head_in.float()), y)

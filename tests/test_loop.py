@@ -149,3 +149,30 @@ def test_runtime_choices():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     assert derive_seed(0, "batches") == derive_seed(0, "batches") != derive_seed(1, "batches")
     assert 0 <= derive_seed(0, "x") < 2**63
+
+
+def test_cli_train_and_evaluate_on_the_tiny_suite(tmp_path, capsys):
+    """`dfg --suite tiny train digits-tiny original ...` end to end through the CLI, then `dfg evaluate`."""
+    from dfg.cli import main as cli
+    from loop_fixtures import ROOT, digits_arrays, write_prepared
+
+    x, y = digits_arrays()
+    prepared = write_prepared(tmp_path / "prep", x[:1300], y[:1300], x[1300:], y[1300:], "sklearn-digits", 10)
+    split = {"dataset": "sklearn-digits", "indices": list(range(0, 1300, 2)), "minority_classes": [3],
+             "class_counts": [int(c) for c in torch.bincount(torch.as_tensor(y[:1300:2]), minlength=10)],
+             "num_classes": 10, "sha256": "0" * 64}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    base = ["--params", str(ROOT / "params.yaml"), "--suite", "tiny"]
+    paths = ["--split", str(tmp_path / "split.json"), "--prepared", str(prepared), "--out-model",
+             str(tmp_path / "m.pt"), "--out-dir", str(tmp_path / "res"), "--steps", "3"]
+    assert cli([*base, "train", "digits-tiny", "original", "--seed", "0", *paths]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    written = json.loads((tmp_path / "res" / "metrics.json").read_text())
+    assert printed["steps"] == written["steps"] == 3 and written["device"] == "cpu"  # tiny suite: device cpu
+    assert written["params"]["train"]["batch_size"] == 32  # the tiny overlay's, not params.yaml's
+    assert cli([*base, "evaluate", str(tmp_path / "m.pt"), "--task", "digits-tiny", "--prepared", str(prepared),
+                "--out", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == written["accuracy"]
+    if not torch.cuda.is_available():  # a user error: one line on stderr, exit status 2
+        assert cli([*base, "train", "digits-tiny", "original", "--seed", "0", *paths, "--device", "cuda"]) == 2
+        assert "--device cpu" in capsys.readouterr().err

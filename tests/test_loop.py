@@ -176,3 +176,25 @@ def test_cli_train_and_evaluate_on_the_tiny_suite(tmp_path, capsys):
     if not torch.cuda.is_available():  # a user error: one line on stderr, exit status 2
         assert cli([*base, "train", "digits-tiny", "original", "--seed", "0", *paths, "--device", "cuda"]) == 2
         assert "--device cpu" in capsys.readouterr().err
+
+
+def test_optimizers_and_step_schedule_from_params():
+    from dfg.loop import optimizer_factory
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    sgd = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "step_at": 0.5, "gamma": 0.1}
+    make_opt, make_sched = optimizer_factory(sgd, lambda: 10)
+    opt = make_opt([w])
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    sched = make_sched(opt)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.01] * 5 + [0.001] * 5)  # x gamma at step_at * steps
+    adam = {"name": "adam", "lr": 1e-4, "betas": [0.5, 0.9], "weight_decay": 0.0}
+    make_opt, make_sched = optimizer_factory(adam, lambda: 10, lr=5e-4)  # a source's lr overrides
+    opt = make_opt([w])
+    assert opt.param_groups[0]["betas"] == (0.5, 0.9) and opt.param_groups[0]["lr"] == 5e-4
+    assert make_sched(opt) is None

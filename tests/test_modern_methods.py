@@ -25,6 +25,7 @@ from loop_fixtures import digits_task, make_params
 MODERN = ["cb_focal", "ldam_drw", "balanced_softmax", "logit_adjust_posthoc", "crt", "drs", "remix", "smote_feat"]
 MINORITY = (0, 1)
 N_MINORITY = 15
+STEPS = 40  # training steps of the learning runs (crt and smote_feat: step_fraction 0.5 of it)
 
 
 # -- fixtures ------------------------------------------------------------------------------------------
@@ -43,8 +44,9 @@ def task(tmp_path_factory) -> dict:
     return t
 
 
-def train(task: dict, out: Path, method: str, steps: int = 60, out_model: Path | None = None) -> dict:
-    return run_training(make_params(steps=steps), "digits-test", method, 0, split_file=task["split"],
+def train(task: dict, out: Path, method: str, steps: int = STEPS, out_model: Path | None = None) -> dict:
+    """One run through `dfg train`'s code path; evaluated once, at the end (eval_every = steps)."""
+    return run_training(make_params(steps=steps, eval_every=steps), "digits-test", method, 0, split_file=task["split"],
                         prepared_dir=task["prepared"], source_file=task["source"],
                         init_run=task.get("finetune"), out_model=out_model or out / "m.pt", out_dir=out / "res",
                         device="cpu")
@@ -84,7 +86,7 @@ def test_method_beats_chance_on_digits(task, tmp_path, method):
     assert m["accuracy"] > 0.6, m["accuracy"]  # chance is 0.1
     assert m["balanced_accuracy"] > 0.6
     assert m["addition"] is True and m["method"] == method
-    expected_steps = {"logit_adjust_posthoc": 0, "crt": 30, "smote_feat": 30}.get(method, 60)
+    expected_steps = {"logit_adjust_posthoc": 0, "crt": STEPS // 2, "smote_feat": STEPS // 2}.get(method, STEPS)
     assert m["steps"] == expected_steps
 
 

@@ -67,9 +67,10 @@ def ldam_loss(
     """LDAM on scaled cosine logits z = s·cos θ (what `CosineLinear` outputs): the true class's logit is
     lowered by s·Δ_y, then (optionally class-weighted) cross-entropy. Equal to the paper's
     CE(s·(cos θ − Δ_y·onehot)) because the head already applies s."""
-    shift = Fn.one_hot(target, logits.shape[1]).to(logits.dtype) * (scale * margins.to(logits.device))[target, None]
+    logits = logits.float()
+    shift = Fn.one_hot(target, logits.shape[1]).float() * (scale * margins.to(logits.device))[target, None]
     w = weight.to(logits.device) if weight is not None else None
-    return Fn.cross_entropy((logits - shift).float(), target, weight=w)
+    return Fn.cross_entropy(logits - shift, target, weight=w)
 
 
 def log_prior(class_counts: torch.Tensor | list[int]) -> torch.Tensor:

@@ -71,7 +71,8 @@ class SmoteFeat(FrozenBodyMethod):
         self.freeze()
         super().setup()
         ctx, hp = self.ctx, self.ctx.hp
-        dim = math.prod(ctx.net.info.feature_shape)
+        self.feature_shape = self.unaugmented_feature_shape()
+        dim = math.prod(self.feature_shape)
         counts = torch.as_tensor(ctx.data.class_counts)
         pool_rows = int(counts.max()) * int((counts > 0).sum())
         need_gb = (pool_rows + int(counts.sum())) * dim * 4 / 2**30
@@ -86,6 +87,15 @@ class SmoteFeat(FrozenBodyMethod):
         self.n_real = len(real)
         self.pool = torch.from_numpy(np.concatenate([real, fake])).to(ctx.device)
         self.pool_labels = torch.from_numpy(np.concatenate([labels, fake_labels])).to(ctx.device)
+
+    @torch.no_grad()
+    def unaugmented_feature_shape(self) -> tuple[int, ...]:
+        """F's output shape for an unaugmented training image. It can differ from the backbone's nominal
+        feature_shape: 224-px data is stored at 256 px and only cropped by augmentation (ResNet-50 then
+        gives 256x64x64 instead of 256x56x56, like the test images); C's pooling takes either."""
+        x, _ = next(iter(self.ctx.data.train.iterate(1)))
+        self.ctx.net.eval()
+        return tuple(self.ctx.net.F(x).shape[1:])
 
     @torch.no_grad()
     def extract_features(self) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +115,7 @@ class SmoteFeat(FrozenBodyMethod):
         batch = int(self.ctx.params["train"]["batch_size"])
         idx = torch.randint(len(self.pool), (batch,), generator=step_generator(self.ctx.seed, "smote-batch", step))
         idx = idx.to(self.pool.device)
-        f = self.pool[idx].view(batch, *self.ctx.net.info.feature_shape)
+        f = self.pool[idx].view(batch, *self.feature_shape)
         with self.ctx.autocast():
             logits = self.ctx.net.C(f)
         loss = Fn.cross_entropy(logits.float(), self.pool_labels[idx])

@@ -194,7 +194,7 @@ class Plan:
     def table_files(self) -> dict[str, str]:
         d = self.results_dir()
         return {"csv": f"{d}/table.csv", "md": f"{d}/table.md", "tex": f"{d}/table.tex",
-                "extra": f"{d}/table_extra.md"}
+                "extra": f"{d}/table_extra.md", "tests": f"{d}/paired_tests.csv"}
 
     def figures_dir(self) -> str:
         return f"{self.results_dir()}/figures"

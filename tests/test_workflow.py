@@ -168,3 +168,29 @@ def test_dfg_params_prints_the_resolved_suite():
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "40000"
     assert os.path.exists(ROOT / "workflow/suites/paper.yaml")
+
+
+def test_unfetchable_inputs_are_named_before_a_run(project, monkeypatch):
+    """Offline (host unreachable): every paper dataset without a mirror copy is named, with its folder;
+    a mirror copy (or data already on disk) removes it from the list."""
+    from dfg.config import load_params
+    from dfg.workflow import plan as plan_mod
+
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(plan_mod, "_reachable", lambda url, timeout=0: False)
+    plan = plan_mod.Plan(load_params("params.yaml", "paper"))
+    plan.params["fetch"]["mirrors"] = ["data/mirror"]
+    msgs = plan_mod.unfetchable(plan)
+    names = sorted(m.split("'")[1] for m in msgs)
+    assert names == sorted(["svhn", "fashion-mnist", "stl10", "cinic10", "caltech256", "food101", "emnist",
+                            "cifar10", "resnet50-imagenet"])
+    assert any("place train_32x32.mat, test_32x32.mat in data/mirror/svhn/" in m for m in msgs)
+    for f in ("train_32x32.mat", "test_32x32.mat"):
+        (project / "data/mirror/svhn").mkdir(parents=True, exist_ok=True)
+        (project / "data/mirror/svhn" / f).write_bytes(b"")
+    try:
+        assert not any("'svhn'" in m for m in plan_mod.unfetchable(plan))
+    finally:
+        import shutil
+
+        shutil.rmtree(project / "data")

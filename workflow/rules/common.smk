@@ -274,8 +274,7 @@ onstart:
     _blockers = unfetchable(PLAN)
     if _blockers:
         print("dfg: " + "\n".join(_blockers), file=sys.stderr)
-        raise WorkflowError("dfg: cannot fetch " + ", ".join(b.split("'")[1] for b in _blockers)
-                            + "; see the message above")
+        raise WorkflowError(f"dfg: {len(_blockers)} input(s) cannot be fetched here; see the message above")
 
 
 # -- end of the run --------------------------------------------------------------------------------------

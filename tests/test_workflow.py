@@ -74,8 +74,6 @@ def test_lint_is_clean(project):
 @pytest.mark.parametrize("overlay, expected", [
     (None, "unknown suite 'nosuch'"),
     ({"run": {"methods": ["original", "nosuch"]}}, "unknown method 'nosuch'"),
-    ({"run": {"tasks": ["nosuch"]}}, "unknown task 'nosuch'"),
-    ({"tasks": {"fmnist-synth": {"source": "nosource"}}}, "unknown source 'nosource'"),
 ])
 def test_bad_suite_stops_before_any_job_with_one_message(project, overlay, expected):
     if overlay is not None:
@@ -88,6 +86,28 @@ def test_bad_suite_stops_before_any_job_with_one_message(project, overlay, expec
     assert expected in r.stdout + r.stderr
     assert "rule " not in r.stdout + r.stderr  # no job was scheduled
     assert not (project / "data").exists()
+
+
+@pytest.mark.parametrize("overlay, expected", [
+    ({"run": {"tasks": ["nosuch"]}}, "unknown task 'nosuch'"),
+    ({"tasks": {"fmnist-synth": {"source": "nosource"}}}, "unknown source 'nosource'"),
+    ({"sources": {"nosrc": {"backbone": "lenet5"}}, "tasks": {"fmnist-synth": {"source": "nosrc"}}},
+     "neither `dataset`"),
+    ({"sources": {"lenet5-synthdigits": {"weights": "nosuch-weights"}}}, "unknown weights 'nosuch-weights'"),
+])
+def test_what_common_smk_checks_first(project, monkeypatch, overlay, expected):
+    """The checks common.smk runs before building the DAG (same calls; the Snakemake path of these
+    messages is exercised by the test above)."""
+    from dfg.config import load_params
+    from dfg.workflow.plan import Plan, check_buildable
+
+    monkeypatch.chdir(project)
+    (project / "workflow/suites/nosuch.yaml").write_text(yaml.safe_dump({"suite": "nosuch", **overlay}))
+    try:
+        with pytest.raises(DfgError, match=expected):
+            check_buildable(Plan(load_params("params.yaml", "nosuch")))
+    finally:
+        (project / "workflow/suites/nosuch.yaml").unlink()
 
 
 def test_config_overrides_of_numbers_are_refused(project):

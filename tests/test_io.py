@@ -16,10 +16,9 @@ def test_save_numpy_roundtrip_and_no_stray_files(tmp_path):
 def test_failed_write_leaves_nothing_and_keeps_old_content(tmp_path):
     target = tmp_path / "m.json"
     write_json(target, {"v": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert target.read_text().strip().startswith("{") and '"v": 1' in target.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 

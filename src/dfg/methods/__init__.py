@@ -5,7 +5,19 @@ from dfg.registry import Registry
 
 METHODS: Registry = Registry("method")
 
-# Registration on import. Keep this list sorted by the paper's order, then additions.
-from dfg.methods import original, finetune  # noqa: E402,F401
-from dfg.methods import delta, difa_cmwgan, dfg  # noqa: F401
-from dfg.methods import balanced_softmax, cb_focal, crt, drs, ldam_drw, logit_adjust_posthoc, remix, smote_feat  # noqa: F401
+# Registration on import (alphabetical; tables order methods by the paper, then additions).
+from dfg.methods import (  # noqa: F401
+    balanced_softmax,
+    cb_focal,
+    crt,
+    delta,
+    dfg,
+    difa_cmwgan,
+    drs,
+    finetune,
+    ldam_drw,
+    logit_adjust_posthoc,
+    original,
+    remix,
+    smote_feat,
+)

@@ -27,8 +27,8 @@ class RunContext:
     params: dict  # the whole validated parameter tree
     hp: dict  # params["methods"][method]
     device: torch.device
-    net: "SplitNet"  # target network: random init (needs_source False) or source / init_from_run weights
-    source_net: "SplitNet | None"  # frozen copy of the source model in eval mode (None without a source)
+    net: SplitNet  # target network: random init (needs_source False) or source / init_from_run weights
+    source_net: SplitNet | None  # frozen copy of the source model in eval mode (None without a source)
     data: Any  # dfg.batches.TaskData: .train (batch source), .num_classes, .class_counts, .minority_classes
     total_steps: int
     generator: torch.Generator  # seeded; use it (or torch RNG seeded by the loop) for every random draw
@@ -56,7 +56,7 @@ class Method:
 
     # -- network --------------------------------------------------------------------------------------
     @classmethod
-    def adapt_net(cls, net: "SplitNet", hp: dict) -> "SplitNet":
+    def adapt_net(cls, net: SplitNet, hp: dict) -> SplitNet:
         """Change the architecture before weights are loaded (e.g. a cosine head). Applied identically
         when training and when `dfg evaluate` rebuilds the model from a checkpoint."""
         return net

@@ -5,5 +5,5 @@ trainer needs to know about it (input size, feature shape, the conv that produce
 hook layers inside C, the last linear layer). Adding a backbone = one file + one import line below.
 """
 
+from dfg.models import lenet5, resnet50, vgg16  # noqa: F401  (registration on import)
 from dfg.models.base import BACKBONES, SplitNet, build_backbone, load_source_weights  # noqa: F401
-from dfg.models import lenet5, resnet50, vgg16  # noqa: F401,E402  (registration on import)

@@ -108,8 +108,15 @@ class Plan:
         return self.method_class(method).artefacts is not Method.artefacts
 
     def runs(self) -> list[tuple[str, str, int]]:
-        """Every (task, method, seed) trained by this suite, dependencies included."""
-        return [(t, m, s) for t in self.tasks for m in self.methods for s in self.seeds]
+        """Every (task, method, seed) trained by this suite, dependencies included, less the methods a
+        task excludes (tasks.<t>.exclude_methods)."""
+        return [
+            (t, m, s)
+            for t in self.tasks
+            for m in self.methods
+            if m not in self.params["tasks"][t].get("exclude_methods", [])
+            for s in self.seeds
+        ]
 
     def reported_runs(self) -> list[tuple[str, str, int]]:
         """The runs that go into the tables: run.methods only (not pulled-in dependencies)."""

@@ -82,12 +82,22 @@ class Method:
         return None
 
     # -- resume ----------------------------------------------------------------------------------------
+    # By convention a method's F/C optimiser is `self.optimizer` and its LR scheduler `self.scheduler`;
+    # these two defaults save and restore them. Methods with more state extend both via super().
     def state_dict(self) -> dict[str, Any]:
         """Everything beyond ctx.net needed to resume (optimisers, G, D, attention, RNG-free counters)."""
-        return {}
+        state: dict[str, Any] = {}
+        if getattr(self, "optimizer", None) is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        if getattr(self, "scheduler", None) is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state and getattr(self, "scheduler", None) is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
 
     # -- figures ---------------------------------------------------------------------------------------
     def artefacts(self) -> dict[str, Any] | None:

@@ -202,13 +202,3 @@ class Delta(Method):
         return {"loss": float(loss.detach()), "loss_ce": float(ce.detach()), "omega_e": float(oe.detach()),
                 "omega_c": float(oc.detach()), "omega_fc": float(ofc.detach())}
 
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])

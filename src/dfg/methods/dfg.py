@@ -274,8 +274,9 @@ class DFG(Method):
 
     # -- resume ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "optimizer": self.optimizer.state_dict(), "G": self.G.state_dict(), "D": self.D.state_dict(),
+        state = super().state_dict()  # optimizer, scheduler
+        state.update({
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "attention": self.attention.cpu(), "attention_steps": list(self.attention_steps),
             "attention_history": torch.stack(self.attention_history), "refreshes": self.refreshes,
@@ -283,15 +284,11 @@ class DFG(Method):
             # The queue is rebuilt on resume by re-drawing from the data stream's state before its
             # oldest batch (draws are pure functions of the stream counters): no image tensors saved.
             "queue_state": self.queue_states[0] if self.queue_states else None,
-        }
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
+        })
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
+        super().load_state_dict(state)
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])

@@ -127,11 +127,10 @@ class DifaCmwgan(Method):
 
     # -- resume / figures -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"S": self.S.state_dict(), "D1": self.D1.state_dict(), "D2": self.D2.state_dict(),
-                                 "opt_s": self.opt_s.state_dict(), "opt_d1": self.opt_d1.state_dict(),
-                                 "opt_d2": self.opt_d2.state_dict(), "optimizer": self.optimizer.state_dict()}
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
+        state = super().state_dict()  # optimizer, scheduler
+        state.update({"S": self.S.state_dict(), "D1": self.D1.state_dict(), "D2": self.D2.state_dict(),
+                      "opt_s": self.opt_s.state_dict(), "opt_d1": self.opt_d1.state_dict(),
+                      "opt_d2": self.opt_d2.state_dict()})
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -140,9 +139,7 @@ class DifaCmwgan(Method):
         self.opt_s.load_state_dict(state["opt_s"])
         self.opt_d1.load_state_dict(state["opt_d1"])
         self.opt_d2.load_state_dict(state["opt_d2"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
+        super().load_state_dict(state)
 
     def artefacts(self) -> dict[str, Any]:
         def generate(n: int, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

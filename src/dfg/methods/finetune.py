@@ -3,7 +3,7 @@ plain cross-entropy on the imbalanced target split. Also the CE step ORIGINAL an
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as nnf
@@ -31,16 +31,6 @@ class CrossEntropyMethod(Method):
             self.scheduler.step()
         return {"loss_ce": loss.detach()}  # a tensor: the loop sums it without a per-step host sync
 
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
 
 
 @METHODS.register("finetune")

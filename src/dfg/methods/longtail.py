@@ -9,7 +9,6 @@ share so each method file states only its difference.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 import torch.nn.functional as Fn
@@ -107,16 +106,6 @@ class SupervisedMethod(Method):
         self.update(loss)
         return {"loss": float(loss.detach())}
 
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
 
 
 class FrozenBodyMethod(SupervisedMethod):

@@ -100,7 +100,8 @@ def test_what_common_smk_checks_first(project, monkeypatch, overlay, expected):
     """The checks common.smk runs before building the DAG (same calls; the Snakemake path of these
     messages is exercised by the test above)."""
     from dfg.config import load_params
-    from dfg.workflow.plan import Plan, check_buildable
+    from dfg.workflow.plan import Plan
+    from dfg.workflow.preflight import check_buildable
 
     monkeypatch.chdir(project)
     (project / "workflow/suites/nosuch.yaml").write_text(yaml.safe_dump({"suite": "nosuch", **overlay}))
@@ -195,13 +196,14 @@ def test_unfetchable_inputs_are_named_before_a_run(project, monkeypatch):
     """Offline (host unreachable): every paper dataset without a mirror copy is named, with its folder;
     a mirror copy (or data already on disk) removes it from the list."""
     from dfg.config import load_params
-    from dfg.workflow import plan as plan_mod
+    from dfg.workflow import preflight
+    from dfg.workflow.plan import Plan
 
     monkeypatch.chdir(project)
-    monkeypatch.setattr(plan_mod, "_reachable", lambda url, timeout=0: False)
-    plan = plan_mod.Plan(load_params("params.yaml", "paper"))
+    monkeypatch.setattr(preflight, "_reachable", lambda url, timeout=0: False)
+    plan = Plan(load_params("params.yaml", "paper"))
     plan.params["fetch"]["mirrors"] = ["data/mirror"]
-    msgs = plan_mod.unfetchable(plan)
+    msgs = preflight.unfetchable(plan)
     names = sorted(m.split("'")[1] for m in msgs)
     assert names == sorted(["svhn", "fashion-mnist", "stl10", "cinic10", "caltech256", "food101", "emnist",
                             "cifar10", "resnet50-imagenet"])
@@ -210,7 +212,7 @@ def test_unfetchable_inputs_are_named_before_a_run(project, monkeypatch):
         (project / "data/mirror/svhn").mkdir(parents=True, exist_ok=True)
         (project / "data/mirror/svhn" / f).write_bytes(b"")
     try:
-        assert not any("'svhn'" in m for m in plan_mod.unfetchable(plan))
+        assert not any("'svhn'" in m for m in preflight.unfetchable(plan))
     finally:
         import shutil
 

@@ -16,7 +16,8 @@ from snakemake.exceptions import WorkflowError
 
 from dfg import DfgError
 from dfg.config import BASE_SUITE, deep_merge, load_params, suite_file
-from dfg.workflow.plan import Plan, check_buildable, unfetchable
+from dfg.workflow.plan import Plan
+from dfg.workflow.preflight import check_buildable, unfetchable
 
 
 PARAMS_FILE = "params.yaml"  # the jobs re-read it (with --suite), so workflow and jobs see one set of numbers

@@ -44,13 +44,31 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     return parser, subs
 
 
+GLOBAL_OPTIONS_WITH_VALUE = ("--params", "--suite")
+
+
+def find_verb(argv: list[str]) -> str | None:
+    """The first positional word of argv (global options and their values skipped), if it is a verb."""
+    it = iter(argv)
+    for word in it:
+        if word in GLOBAL_OPTIONS_WITH_VALUE:
+            next(it, None)
+        elif not word.startswith("-"):
+            return word if word in VERBS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser, subs = build_parser()
-    # Parse once to learn the verb, then let that verb's module add its arguments and parse again.
-    known, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(VERBS[known.verb][0])
-    module.configure(subs[known.verb])
+    # Find the verb first (without parsing, so `dfg VERB --help` reaches the verb's own arguments), let
+    # that verb's module add its arguments, then parse everything.
+    verb = find_verb(argv)
+    if verb is None:
+        parser.parse_args(argv)  # prints usage or help and exits
+        return 2
+    module = importlib.import_module(VERBS[verb][0])
+    module.configure(subs[verb])
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -63,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         params = None if getattr(module, "NO_PARAMS", False) else load_params(args.params, args.suite)
         rc = module.main(args, params)
     except DfgError as e:
-        print(f"dfg {known.verb}: error: {e}", file=sys.stderr)
+        print(f"dfg {verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"dfg {known.verb}: interrupted", file=sys.stderr)
+        print(f"dfg {verb}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
 

@@ -12,10 +12,10 @@ from workflow_fixtures import BIN, run, tiny_local_run, tree_hashes
 
 pytestmark = pytest.mark.slow
 
-#: The cached outputs (metrics.json and curves.csv are cache: false, kept in git instead).
-CACHED = ["data/prepared", "data/splits", "models", "results/tiny/figures", "results/tiny/table.csv",
-          "results/tiny/table.md", "results/tiny/table.tex", "results/tiny/table_extra.md",
-          "results/tiny/paired_tests.csv"]
+#: The cached outputs. metrics.json, curves.csv, the tables and the figures are cache: false, kept in git.
+CACHED = ["data/prepared", "data/splits", "models"]
+IN_GIT = ["results/tiny/figures", "results/tiny/table.csv", "results/tiny/table.md", "results/tiny/table.tex",
+          "results/tiny/table_extra.md", "results/tiny/paired_tests.csv"]
 
 
 def _ok(cmd: list[str], cwd) -> str:
@@ -28,6 +28,9 @@ def test_dvc_records_reproduces_pushes_and_pulls(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(tiny_local_run(), repo, copy_function=shutil.copy2, ignore=shutil.ignore_patterns(".snakemake"))
     dvc = str(BIN / "dvc")
+    # the tiny suite is git-ignored in the project; here it plays a committed suite like results/demo
+    gi = repo / ".gitignore"
+    gi.write_text("".join(line for line in gi.read_text().splitlines(True) if line.strip() != "/results/tiny/"))
     _ok(["git", "init", "-q"], repo)
     _ok([dvc, "init", "-q"], repo)
     _ok([str(BIN / "dfg"), "--suite", "tiny", "dvc-yaml"], repo)
@@ -41,6 +44,13 @@ def test_dvc_records_reproduces_pushes_and_pulls(tmp_path):
     assert "Running stage 'aggregate'" in out and "Running stage 'figures'" in out
     assert "digits-tiny" in (repo / "results/tiny/table.md").read_text()
     assert "up to date" in _ok([dvc, "status"], repo)
+
+    # As for a committed suite (results/demo): the tables and figures stay visible to git (DVC adds only
+    # cached outputs to .gitignore files), the cached run artefacts do not
+    for rel in IN_GIT:
+        assert run(["git", "check-ignore", "-q", rel], repo).returncode == 1, f"{rel} is git-ignored"
+    assert run(["git", "check-ignore", "-q", "results/tiny/runs/digits-tiny/dfg/seed0/artefacts.pt"],
+               repo).returncode == 0
 
     before = tree_hashes(repo, CACHED + ["results/tiny/runs"])
     assert any(k.endswith("artefacts.pt") for k in before) and any(k.startswith("models/source") for k in before)

@@ -78,8 +78,9 @@ def build(params: dict, params_file: str = "params.yaml") -> dict:
         p = stage_params(job, raw, overlay, overlay_rel)
         if p:
             stage["params"] = p
-        if job.outs:
-            stage["outs"] = list(job.outs)
+        outs = list(job.outs) + [{o: {"cache": False}} for o in job.git_outs]
+        if outs:
+            stage["outs"] = outs
         if job.metrics:
             stage["metrics"] = [{m: {"cache": False}} for m in job.metrics]
         if job.plots:

@@ -49,6 +49,7 @@ class Job:
     outs: list[str]  # cached outputs (files or folders)
     metrics: list[str] = field(default_factory=list)  # small JSON outputs, kept in git (cache false)
     plots: list[str] = field(default_factory=list)  # CSV curves, kept in git (cache false)
+    git_outs: list[str] = field(default_factory=list)  # the suite's tables and figures, kept in git (cache false)
     params: list[str] = field(default_factory=list)  # dotted parameter keys the verb reads
     home: str = ""  # the suite the job runs under (--suite): shared data jobs run under their home suite
 
@@ -368,9 +369,10 @@ class Plan:
                             list(self.train_inputs(task, method, seed).values()), outs,
                             metrics=[files["metrics"]], plots=[files["curves"]],
                             params=self.keys("train", task, method), home=self.suite))
-        jobs.append(Job("aggregate", "aggregate", self.aggregate_cmd(), self.all_metrics(),
-                        list(self.table_files().values()), params=self.keys("aggregate"), home=self.suite))
-        jobs.append(Job("figures", "figures", self.figures_cmd(), self.figure_inputs(), [self.figures_dir()],
-                        params=self.keys("figures"), home=self.suite))
+        jobs.append(Job("aggregate", "aggregate", self.aggregate_cmd(), self.all_metrics(), [],
+                        git_outs=list(self.table_files().values()), params=self.keys("aggregate"),
+                        home=self.suite))
+        jobs.append(Job("figures", "figures", self.figures_cmd(), self.figure_inputs(), [],
+                        git_outs=[self.figures_dir()], params=self.keys("figures"), home=self.suite))
         return jobs
 

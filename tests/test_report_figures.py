@@ -127,3 +127,16 @@ def test_single_attention_step_draws_heat_map_but_no_evolution(tmp_path: Path, c
         names = sorted(p.stem for p in figures_features.attention(ctx))
     assert names == ["attention_fmnist-synth", "attention_svhn", "attention_training_fmnist-synth"]
     assert "attention over training of svhn: skipped, only one recorded step (100)" in caplog.text
+
+
+def test_redrawing_gives_byte_identical_files(tmp_path: Path) -> None:
+    """No timestamps in the PDFs: re-running `dfg figures` on the same runs changes no committed file."""
+    runs_dir = fabricate_runs(tmp_path, with_artefacts=False)
+    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png", "pdf", "svg"]}}
+    for out in ("a", "b"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            _run(runs_dir, tmp_path / out, params)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert any(n.endswith(".pdf") for n in names) and any(n.endswith(".svg") for n in names)
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

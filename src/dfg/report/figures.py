@@ -38,7 +38,12 @@ STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
     "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.grid": True, "grid.alpha": 0.3,
     "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
+    "svg.hashsalt": "dfg",  # fixed SVG element ids (else random per run)
 }
+
+
+#: No timestamps in vector formats, so re-drawing the same runs gives byte-identical files (no git churn).
+REPRODUCIBLE_METADATA = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
 
 
 @dataclass
@@ -67,7 +72,8 @@ class Context:
         for fmt in self.fig_params.get("formats", ["png", "pdf"]):
             path = self.out_dir / f"{name}.{fmt}"
             with atomic_path(path, suffix=f".{fmt}") as tmp:
-                fig.savefig(tmp, format=fmt, dpi=self.fig_params.get("dpi", 150))
+                fig.savefig(tmp, format=fmt, dpi=self.fig_params.get("dpi", 150),
+                            metadata=REPRODUCIBLE_METADATA.get(fmt))
             written.append(path)
         plt.close(fig)
         return written

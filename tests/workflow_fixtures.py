@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 #: Outputs, never copied from the working tree into a test project.
-GENERATED = ("data/", "models/", "results/", "logs/", "benchmarks/", ".snakemake/", ".dvc/")
+GENERATED = ("data/", "models/", "results/", "logs/", "benchmarks/", ".snakemake/", ".dvc/", "dvc.lock")
 #: The tiny suite's grid (workflow/suites/tiny.yaml).
 TINY_TASK = "digits-tiny"
 TINY_METHODS = ("original", "finetune", "crt", "dfg")

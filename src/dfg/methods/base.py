@@ -62,6 +62,16 @@ class Method:
         return net
 
     # -- training ---------------------------------------------------------------------------------------
+    def require_source(self) -> SplitNet:
+        """ctx.source_net, or a clear error for a context built without one (the loop always gives it
+        to needs_source methods; hand-built contexts in tests or benchmarks may not)."""
+        if self.ctx.source_net is None:
+            from dfg import DfgError
+
+            raise DfgError(f"{self.ctx.method} needs the task's source model; run `dfg pretrain` / "
+                           "`dfg fetch-weights` first")
+        return self.ctx.source_net
+
     def setup(self) -> None:
         """Create optimisers and extra networks. Called once, before a possible resume."""
 

@@ -171,13 +171,12 @@ class Delta(Method):
     label: ClassVar[str] = "DELTA"
 
     def setup(self) -> None:
-        ctx, hp = self.ctx, self.ctx.hp
-        if ctx.source_net is None:
-            from dfg import DfgError
-
-            raise DfgError("delta needs the task's source model; run `dfg pretrain` / `dfg fetch-weights` first")
+        """The regularised fine-tuning set-up DFG shares: channel analysis of the source model, the
+        behaviour regulariser, the F/C optimiser and its schedule."""
+        ctx = self.ctx
+        self.require_source()
         ctx.net.train()
-        self.analysis = analyse_source(ctx, hp)
+        self.analysis = analyse_source(ctx, ctx.hp)
         self.reg = make_regularizer(ctx, self.analysis)
         self.optimizer = ctx.make_optimizer(ctx.net.parameters())
         self.scheduler = ctx.make_scheduler(self.optimizer)

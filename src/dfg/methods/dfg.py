@@ -39,11 +39,9 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from dfg import DfgError
 from dfg.methods import METHODS
 from dfg.methods.attention import class_attention, eval_mode, load_training_samples, threshold_attention
-from dfg.methods.base import Method
-from dfg.methods.delta import analyse_source, extractor_scores, make_regularizer, per_backbone, seeded
+from dfg.methods.delta import Delta, extractor_scores, per_backbone, seeded
 from dfg.methods.gan import FeatureCritic, FeatureGenerator, critic_loss, critic_mean, sample_noise
 
 _BATCH_COUPLED = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
@@ -74,20 +72,16 @@ def gan_optimizer(module: nn.Module, hp: dict, which: str) -> torch.optim.Optimi
 
 
 @METHODS.register("dfg")
-class DFG(Method):
+class DFG(Delta):
+    """DELTA's regularised F/C (its set-up and Ω terms) plus the attention-masked feature GAN."""
+
     needs_source: ClassVar[bool] = True
     label: ClassVar[str] = "DFG"
 
     # -- set-up ------------------------------------------------------------------------------------------
     def setup(self) -> None:
+        super().setup()  # source analysis, regulariser, F/C optimiser and schedule (delta.py)
         ctx, hp = self.ctx, self.ctx.hp
-        if ctx.source_net is None:
-            raise DfgError("dfg needs the task's source model; run `dfg pretrain` / `dfg fetch-weights` first")
-        ctx.net.train()
-        self.analysis = analyse_source(ctx, hp)
-        self.reg = make_regularizer(ctx, self.analysis)
-        self.optimizer = ctx.make_optimizer(ctx.net.parameters())
-        self.scheduler = ctx.make_scheduler(self.optimizer)
         self.G, self.D = build_gan(ctx, hp)
         self.opt_g = gan_optimizer(self.G, hp, "g")
         self.opt_d = gan_optimizer(self.D, hp, "d")

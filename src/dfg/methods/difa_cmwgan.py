@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as nnf
 
-from dfg import DfgError
 from dfg.methods import METHODS
 from dfg.methods.base import Method
 from dfg.methods.delta import seeded
@@ -40,8 +39,7 @@ class DifaCmwgan(Method):
 
     def setup(self) -> None:
         ctx, hp = self.ctx, self.ctx.hp
-        if ctx.source_net is None:
-            raise DfgError("difa_cmwgan needs the task's source model; run `dfg pretrain` / `dfg fetch-weights`")
+        self.require_source()
         ctx.net.train()
         self.S, self.D1 = build_gan(ctx, hp, conditional_critic=True)
         _, self.D2 = build_gan(ctx, hp, conditional_critic=True)

@@ -1,32 +1,96 @@
 #!/usr/bin/env bash
 # The CUDA checks of issue 3, as one short script for a machine with a GPU:
-#   1. `dfg bench` of every method on the GPU (random data; steps/s, images/s);
-#   2. a short fmnist-synth DFG run and a FINE-TUNING run with --device cuda (bf16 autocast, device-resident data);
-#   3. `dfg evaluate` of the DFG checkpoint, which must reproduce the run's accuracy.
-# Needs the package installed (make venv) and the demo's inputs: data/prepared/fashion-mnist,
-# data/splits/fmnist-synth/seed0.json, models/source/lenet5-synthdigits.pt (e.g. from `make demo`, or
-# `snakemake --cores all models/source/lenet5-synthdigits.pt data/splits/fmnist-synth/seed0.json`).
-# Writes everything under $OUT (default results/gpu-check/).
-set -euo pipefail
+#   1. a short fmnist-synth DFG run and a FINE-TUNING run with --device cuda (bf16 autocast,
+#      device-resident uint8 data, on-device augmentation);
+#   2. `dfg evaluate` of the DFG checkpoint, which must reproduce the run's accuracy;
+#   3. `dfg bench` of every method on the GPU (random data; steps/s, images/s).
+#
+# Python: the project's .venv when present, else `python3` with src/ on PYTHONPATH (a GPU image with
+# its own PyTorch); wheels in .whl/ (scripts/gpu-wheels.sh) are installed to a temporary folder first.
+# Data: data/splits/fmnist-synth/seed0.json and models/source/lenet5-synthdigits.pt, plus either
+# data/prepared/fashion-mnist or data/raw/fashion-mnist (then `dfg prepare` runs here first). All come
+# from `make demo`, or `snakemake --cores all models/source/lenet5-synthdigits.pt
+# data/splits/fmnist-synth/seed0.json`.
+#
+# Full outputs go to GPU_CHECK_DIR (default results/gpu-check). With SUMMARY_DIR set, a flat copy of
+# the key files (at most 7) lands there too, and the log is written there directly. Every stage runs even if an earlier one failed; the exit
+# status is non-zero when any failed. STEPS (200), BACKBONES (lenet5,vgg16,resnet50), DEVICE (cuda)
+# DFG_PYTHON (a Python to use instead of .venv's) and STAGE_TIMEOUT (300 s) can be set.
+#
+# On this project's lent GPU machine (PyTorch in its image, no network), after scripts/gpu-wheels.sh
+# here, one call does it all (the prepared arrays exceed the 64 MiB a call carries; the raw files do not):
+#   run(command="SUMMARY_DIR=$OUT GPU_CHECK_DIR=/tmp/gpu-check bash scripts/gpu-check.sh",
+#       carry=[".whl", "data/raw/fashion-mnist", "data/splits", "models/source"], timeout_s=540)
+set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-results/gpu-check}
+dir=${GPU_CHECK_DIR:-results/gpu-check}
+summary=${SUMMARY_DIR:-}
 steps=${STEPS:-200}
-mkdir -p "$out"
-export PATH="$PWD/.venv/bin:$PATH"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-dfg bench --device cuda --backbones "${BACKBONES:-lenet5,vgg16,resnet50}" --steps 20 | tee "$out/bench.txt"
+device=${DEVICE:-cuda}  # DEVICE=cpu: a dry run of this script on a machine without a GPU
+stage_timeout=${STAGE_TIMEOUT:-300}  # seconds per stage, so one hang cannot eat a lease
+mkdir -p "$dir" ${summary:+"$summary"}
+log="${summary:-$dir}/gpu-check.log"  # in SUMMARY_DIR when set, so a run cut short still leaves its log
+: > "$log"
+
+if [[ -z "${DFG_PYTHON:-}" && -x .venv/bin/python ]]; then
+  py=.venv/bin/python
+else
+  py=${DFG_PYTHON:-python3}
+  site=""
+  if compgen -G ".whl/*.whl" > /dev/null; then
+    site=$(mktemp -d)
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl
+  fi
+  export PYTHONPATH="$PWD/src${site:+:$site}${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1
+dfg=("$py" -m dfg)
+failed=()
+stage() {  # stage NAME COMMAND...: run under a timeout, log, remember a failure, go on
+  local name=$1; shift
+  echo "== $name: $*" | tee -a "$log"
+  local t0=$SECONDS
+  if timeout "$stage_timeout" "$@" 2>&1 | tee -a "$log"; then
+    echo "== $name ok ($((SECONDS - t0)) s)" | tee -a "$log"
+  else
+    echo "== $name FAILED ($((SECONDS - t0)) s)" | tee -a "$log"; failed+=("$name")
+  fi
+}
+
+[[ $device == cpu ]] || stage gpu nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+stage versions "$py" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
+if [[ ! -f data/prepared/fashion-mnist/meta.json ]]; then
+  stage prepare "${dfg[@]}" prepare fashion-mnist
+fi
 for method in dfg finetune; do
-  dfg train fmnist-synth "$method" --seed 0 --steps "$steps" --device cuda \
-    --out-model "$out/$method/seed0.pt" --out-dir "$out/$method/seed0" 2>&1 | tail -2 | tee -a "$out/train.txt"
+  stage "train-$method" "${dfg[@]}" train fmnist-synth "$method" --seed 0 --steps "$steps" --device "$device" \
+    --out-model "$dir/$method/seed0.pt" --out-dir "$dir/$method/seed0"
 done
-dfg evaluate "$out/dfg/seed0.pt" --task fmnist-synth --device cuda --out "$out/dfg/seed0/evaluate.json" \
-  | tee -a "$out/train.txt"
-python - "$out" <<'PY'
+stage evaluate "${dfg[@]}" evaluate "$dir/dfg/seed0.pt" --task fmnist-synth --device "$device" --out "$dir/dfg/seed0/evaluate.json"
+stage compare "$py" - "$dir" <<'PY'
 import json, sys
 d = sys.argv[1]
+for method in ("dfg", "finetune"):
+    run = json.load(open(f"{d}/{method}/seed0/metrics.json"))
+    print(f"{method} on {run['device']}: accuracy {run['accuracy']:.4f}, balanced {run['balanced_accuracy']:.4f}, "
+          f"{run['steps']} steps in {run['wall_seconds']:.1f} s ({run['steps'] / run['wall_seconds']:.1f} steps/s "
+          f"including evaluations), torch {run['torch_version']}")
 run = json.load(open(f"{d}/dfg/seed0/metrics.json"))
 ev = json.load(open(f"{d}/dfg/seed0/evaluate.json"))
-print(f"dfg on cuda: accuracy {run['accuracy']:.4f} (evaluate: {ev['accuracy']:.4f}), "
-      f"{run['steps']} steps in {run['wall_seconds']:.1f} s, device {run['device']}")
+print(f"dfg evaluate: accuracy {ev['accuracy']:.4f} (run: {run['accuracy']:.4f})")
 assert abs(run["accuracy"] - ev["accuracy"]) < 1e-3, "evaluate does not reproduce the run's accuracy"
 PY
+# last: the slowest stage, one row per method x backbone as it finishes
+stage bench "${dfg[@]}" bench --device "$device" --backbones "${BACKBONES:-lenet5,vgg16,resnet50}" --steps 20
+
+if [[ -n "$summary" ]]; then
+  for method in dfg finetune; do
+    [[ -f "$dir/$method/seed0/metrics.json" ]] && cp "$dir/$method/seed0/metrics.json" "$summary/$method-metrics.json"
+    [[ -f "$dir/$method/seed0/curves.csv" ]] && cp "$dir/$method/seed0/curves.csv" "$summary/$method-curves.csv"
+  done
+  [[ -f "$dir/dfg/seed0/evaluate.json" ]] && cp "$dir/dfg/seed0/evaluate.json" "$summary/dfg-evaluate.json"
+fi
+if (( ${#failed[@]} )); then
+  echo "gpu-check: FAILED stages: ${failed[*]}" | tee -a "$log"; exit 1
+fi
+echo "gpu-check: all stages passed" | tee -a "$log"

@@ -82,3 +82,13 @@ def make_params(steps: int = 60, **train) -> dict:
     params["train"].update(train)
     params["suite"] = "test"
     return params
+
+
+def digits_task_with_source(tmp: Path) -> dict:
+    """digits_task plus a `lenet5-digits` source model pre-trained on it (t["source"])."""
+    from dfg.pretrain import run_pretrain
+
+    t = digits_task(tmp)
+    t["source"] = tmp / "source.pt"
+    run_pretrain(make_params(), "lenet5-digits", prepared_dir=t["prepared"], out=t["source"], device="cpu")
+    return t

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfg.pretrain import run_pretrain
 from dfg.train import run_training
 from dfg.utils.io import load_torch
-from loop_fixtures import digits_task, make_params
+from loop_fixtures import digits_task_with_source, make_params
 
 STEPS = 40
 
@@ -24,9 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def task(tmp_path_factory, one_thread) -> dict:
     tmp = tmp_path_factory.mktemp("digits")
-    t = digits_task(tmp)
-    t["source"] = tmp / "source.pt"
-    run_pretrain(make_params(), "lenet5-digits", prepared_dir=t["prepared"], out=t["source"], device="cpu")
+    t = digits_task_with_source(tmp)
     return t
 
 

@@ -96,6 +96,7 @@ def test_adversarial_update_changes_only_g_and_the_regularised_update_only_f_and
     x0, y0 = m.queue[0]
     f0, _ = m.queue_features()
     logs, src_hooks = m.extractor_classifier_update(x0, y0, f0)
+    logs = {k: float(v) for k, v in logs.items()}  # detached 0-dim tensors
     assert changed(before["F"], m.ctx.net.F) and changed(before["C"], m.ctx.net.C)
     assert not changed(before["G"], m.G, params_only=False) and not changed(before["D"], m.D)
     assert logs["loss_e"] == pytest.approx(logs["loss_ce"] + 0.01 * logs["omega_e"], rel=1e-6)
@@ -132,7 +133,7 @@ def test_every_step_runs_and_the_attention_refreshes_with_the_refresh_threshold(
     kept = att[att > 0]
     assert bool((kept * att.shape[1] >= 0.95).all())
     for s in range(7):
-        assert all(np.isfinite(v) for v in logs[s].values())
+        assert all(np.isfinite(float(v)) for v in logs[s].values())
     art = m.artefacts()
     feats = art["features"]
     assert feats["real"].shape[1] == 6 * 14 * 14 and feats["generated"].shape[1] == 6 * 14 * 14

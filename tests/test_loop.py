@@ -11,7 +11,7 @@ import torch
 from dfg import DfgError
 from dfg.pretrain import run_pretrain
 from dfg.train import run_training
-from dfg.utils.io import load_torch
+from dfg.utils.io import load_torch, save_torch
 from loop_fixtures import digits_task, make_params
 
 CONTRACT_KEYS = {
@@ -120,6 +120,42 @@ def test_resume_of_another_run_is_refused(task, tmp_path):
         train(task, tmp_path, "finetune", steps=31)
 
 
+def test_resume_written_on_another_device_type_is_refused(task, tmp_path):
+    """CPU and CUDA generator states do not convert: a checkpoint from a GPU node met on a CPU node
+    (or the reverse) is refused with the fix named, not a raw RNG-size error on every rerun."""
+    def kill(step: int, logs: dict) -> None:
+        if step == 21:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(task, tmp_path, "finetune", steps=30, callback=kill)
+    resume = tmp_path / "m.resume.pt"
+    state = load_torch(resume)
+    assert state["device_type"] == "cpu"
+    save_torch(resume, {**state, "device_type": "cuda"})
+    with pytest.raises(DfgError, match="written on cuda and this run is on cpu.*--device cuda"):
+        train(task, tmp_path, "finetune", steps=30)
+
+
+def test_non_finite_loss_stops_the_run_at_the_next_evaluation(task, tmp_path, monkeypatch):
+    """Losses are read at evaluations only (no per-step host sync); a NaN from step 26 on stops the run
+    at the evaluation of step 40, naming the steps, and no checkpoint is written after it."""
+    from dfg.methods.finetune import CrossEntropyMethod
+
+    real_step = CrossEntropyMethod.train_step
+
+    def step_going_nan(self, step):
+        logs = real_step(self, step)
+        return {k: v * float("nan") for k, v in logs.items()} if step >= 25 else logs
+
+    monkeypatch.setattr(CrossEntropyMethod, "train_step", step_going_nan)
+    with pytest.raises(DfgError, match=r"original: the training loss became non-finite between steps 21 and 40 "
+                                       r"\(loss_ce = nan\); lower the learning rate"):
+        train(task, tmp_path, "original", steps=60)
+    assert load_torch(tmp_path / "m.resume.pt")["step"] == 20
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_cuda_without_gpu_is_a_clear_error(task, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -136,6 +172,29 @@ def test_bench_times_real_steps():
     r = bench_one(params, "lenet5", "original", torch.device("cpu"), steps=3, warmup=1)
     assert r["steps"] == 3 and r["seconds"] > 0
     assert r["images_per_s"] == pytest.approx(r["steps_per_s"] * params["train"]["batch_size"])
+
+
+def test_bench_times_each_phase_of_a_phased_method(capsys):
+    """DIFA's generator and matching steps do different work: one row each, each timed from its own
+    first step (the nominal run is long, so the default run's switch stays outside the window)."""
+    from dfg.bench import BENCH_RUN_STEPS, bench_one, main
+
+    params = make_params()
+    first = bench_one(params, "lenet5", "difa_cmwgan", torch.device("cpu"), steps=2, warmup=1)
+    assert first["phase"] == "generator" and first["phases"] == ["generator", "matching"]
+    # the generator phase draws the 5-batch critic queue per step, the matching phase one batch
+    matching = bench_one(params, "lenet5", "difa_cmwgan", torch.device("cpu"), steps=2, warmup=1, phase="matching")
+    assert matching["images_per_s"] / matching["steps_per_s"] == pytest.approx(params["train"]["batch_size"])
+    assert first["images_per_s"] / first["steps_per_s"] > 2 * params["train"]["batch_size"]
+    assert BENCH_RUN_STEPS * params["methods"]["difa_cmwgan"]["generator_fraction"] > 3
+    with pytest.raises(DfgError, match="no phase 'critic'"):
+        bench_one(params, "lenet5", "difa_cmwgan", torch.device("cpu"), steps=1, warmup=0, phase="critic")
+    import argparse
+
+    args = argparse.Namespace(backbones="lenet5", methods="difa_cmwgan,original", steps=1, device="cpu")
+    assert main(args, params) == 0
+    rows = [line[10:34].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("lenet5")]
+    assert rows == ["difa_cmwgan (generator)", "difa_cmwgan (matching)", "original"]
 
 
 def test_runtime_choices():

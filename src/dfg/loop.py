@@ -121,7 +121,7 @@ def _resume_fields(run_fields: dict) -> dict:
 def save_resume(path: Path, ctx: RunContext, method: Method, step: int, curves: list[dict], loss_sums: dict,
                 wall: float, run_fields: dict) -> None:
     save_torch(path, {
-        **run_fields, "kind": "resume", "step": step, "net": ctx.net.state_dict(),
+        **run_fields, "kind": "resume", "step": step, "device_type": ctx.device.type, "net": ctx.net.state_dict(),
         "method_state": method.state_dict(), "rng": rng_state(ctx.device),
         "generator": ctx.generator.get_state(), "data_state": ctx.data.train.state_dict(),
         "curves": curves, "loss_sums": {k: (float(s), n) for k, (s, n) in loss_sums.items()}, "wall_seconds": wall,
@@ -136,12 +136,28 @@ def load_resume(path: Path, ctx: RunContext, method: Method, run_fields: dict) -
     want, got = _resume_fields(run_fields), _resume_fields(state)
     if want != got:
         raise DfgError(f"resume checkpoint {path} belongs to another run ({got} vs {want}); delete it to start afresh")
+    saved_on = state.get("device_type", ctx.device.type)
+    if saved_on != ctx.device.type:  # CPU and CUDA random-number states do not convert into each other
+        raise DfgError(f"resume checkpoint {path} was written on {saved_on} and this run is on {ctx.device.type}, so "
+                       f"it cannot continue exactly; rerun with --device {saved_on}, or delete it to start afresh")
     ctx.net.load_state_dict(state["net"])
     method.load_state_dict(state["method_state"])
     ctx.data.train.load_state_dict(state["data_state"])
     set_rng_state(state["rng"], ctx.device)
     ctx.generator.set_state(state["generator"])
     return state
+
+
+def check_finite(loss_sums: dict, method: str, first: int, last: int) -> None:
+    """Stop a diverged run with the fix named: a non-finite loss sum over steps first..last. Read only at
+    evaluations and checkpoints (one host sync there, none per step); before a resume checkpoint is
+    written, so a rerun never continues from a diverged state."""
+    bad = {k: float(s) for k, (s, _) in loss_sums.items() if not np.isfinite(float(s))}
+    if bad:
+        found = ", ".join(f"{k} = {v}" for k, v in sorted(bad.items()))
+        raise DfgError(f"{method}: the training loss became non-finite between steps {first} and {last} ({found}); "
+                       f"lower the learning rate (train.optimizer) or check the method's parameters in "
+                       f"methods.{method}")
 
 
 def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: int, eval_batch_size: int,
@@ -165,6 +181,7 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
     # A progress bar only on a terminal; logs at each evaluation otherwise (design.md, "Progress").
     bar = tqdm(total=total, initial=start, desc=f"{run_fields.get('task', '')} {run_fields.get('method', '')}",
                disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
+    window_start = curves[-1]["step"] + 1 if curves else 1  # first step summed into loss_sums
     for step in range(start, total):
         logs = method.train_step(step)
         bar.update(1)
@@ -175,15 +192,17 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
             loss_sums[name] = (s + v, n + 1)
         done = step + 1
         if done % eval_every == 0 or done == total:
+            check_finite(loss_sums, ctx.method, window_start, done)
             probs, y = predict(ctx.net, ctx.data.test.iterate(eval_batch_size), ctx.autocast)
             acc, bacc = curve_accuracies(probs, y, ctx.data.num_classes)
             row = {"step": done, "test_accuracy": acc, "test_balanced_accuracy": bacc}
             row.update({k: float(s) / max(n, 1) for k, (s, n) in sorted(loss_sums.items())})
             curves.append(row)
-            loss_sums = {}
+            loss_sums, window_start = {}, done + 1
             last_eval = (probs, y) if done == total else None
             log.info("step %d/%d  test acc %.4f  bal %.4f", done, total, acc, bacc)
         if resume_path is not None and done % checkpoint_every == 0 and done < total:
+            check_finite(loss_sums, ctx.method, window_start, done)
             save_resume(Path(resume_path), ctx, method, done, curves, loss_sums,
                         wall_before + time.perf_counter() - t0, run_fields)
         if callback is not None:

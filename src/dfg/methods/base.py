@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+#: What train_step returns: loss name -> detached 0-dim tensor (preferred) or float.
+Logs = dict[str, torch.Tensor | float]
+
 if TYPE_CHECKING:  # pragma: no cover
     from dfg.models.base import SplitNet
 
@@ -79,9 +82,16 @@ class Method:
         """Number of training steps (default: params train.steps; a method may read its own hp)."""
         return self.ctx.total_steps
 
-    def train_step(self, step: int) -> dict[str, float]:
-        """Do one step (draw batches from self.ctx.data.train); return scalar losses for curves.csv."""
+    def train_step(self, step: int) -> Logs:
+        """Do one step (draw batches from self.ctx.data.train); return scalar losses for curves.csv, as
+        detached 0-dim tensors (the loop sums them on the device: no host sync per step on CUDA) or floats.
+        A non-finite loss stops the run at the next evaluation (fit)."""
         raise NotImplementedError
+
+    def phases(self) -> dict[str, int]:
+        """First step of each phase whose steps do different work (after setup). `dfg bench` times each
+        phase on its own; one phase by default."""
+        return {"": 0}
 
     def on_train_end(self) -> None:
         """Hook after the last step (e.g. compute a post-hoc adjustment)."""

@@ -9,6 +9,7 @@ import torch.nn.functional as Fn
 from torch import nn
 
 from dfg.methods import METHODS
+from dfg.methods.base import Logs
 from dfg.methods.longtail import FrozenBodyMethod, penultimate
 
 
@@ -28,7 +29,7 @@ class CRT(FrozenBodyMethod):
         super().setup()
         self.ctx.data.train.set_class_weights(torch.ones(self.ctx.data.num_classes))
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> Logs:
         x, y = self.ctx.data.train.next()
         self.set_modes()
         head = self.ctx.net.last_fc
@@ -37,4 +38,4 @@ class CRT(FrozenBodyMethod):
             logits = head(feats)
         loss = Fn.cross_entropy(logits.float(), y)
         self.update(loss)
-        return {"loss": float(loss.detach())}
+        return {"loss": loss.detach()}

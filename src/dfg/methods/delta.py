@@ -27,7 +27,7 @@ from dfg.methods.attention import (
     per_class_positions,
     training_batches,
 )
-from dfg.methods.base import Method, RunContext
+from dfg.methods.base import Logs, Method, RunContext
 from dfg.methods.regularizers import BehaviourRegularizer
 from dfg.runtime import derive_seed
 
@@ -181,7 +181,7 @@ class Delta(Method):
         self.optimizer = ctx.make_optimizer(ctx.net.parameters())
         self.scheduler = ctx.make_scheduler(self.optimizer)
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> Logs:
         ctx, hp = self.ctx, self.ctx.hp
         x, y = ctx.data.train.next()
         with ctx.autocast():
@@ -198,6 +198,6 @@ class Delta(Method):
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return {"loss": float(loss.detach()), "loss_ce": float(ce.detach()), "omega_e": float(oe.detach()),
-                "omega_c": float(oc.detach()), "omega_fc": float(ofc.detach())}
+        return {"loss": loss.detach(), "loss_ce": ce.detach(), "omega_e": oe.detach(), "omega_c": oc.detach(),
+                "omega_fc": ofc.detach()}
 

@@ -41,6 +41,7 @@ from torch import nn
 
 from dfg.methods import METHODS
 from dfg.methods.attention import class_attention, eval_mode, load_training_samples, threshold_attention
+from dfg.methods.base import Logs
 from dfg.methods.delta import Delta, extractor_scores, per_backbone, seeded
 from dfg.methods.gan import FeatureCritic, FeatureGenerator, critic_loss, critic_mean, sample_noise
 
@@ -127,7 +128,7 @@ class DFG(Delta):
         return fake.float(), y
 
     # -- one step ----------------------------------------------------------------------------------------
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> Logs:
         hp = self.ctx.hp
         if self.queue is None:
             self._fill_queue()
@@ -142,7 +143,7 @@ class DFG(Delta):
             logs["loss_c"] = self.classifier_update(x0, y0, src_hooks)
         if self.scheduler is not None:
             self.scheduler.step()
-        if step % hp["refresh_every"] == 0 and step != 0 and self.last_e_loss < hp["refresh_max_loss"]:
+        if step % hp["refresh_every"] == 0 and step != 0 and float(self.last_e_loss) < hp["refresh_max_loss"]:
             self.refresh_attention(step)
         self.queue.popleft()
         self.queue_states.popleft()
@@ -163,7 +164,7 @@ class DFG(Delta):
                     rest = [net.F(x).float() for x in xs[1:]]
         return f0, [f0.detach().float(), *rest]
 
-    def critic_updates(self, reals: list[torch.Tensor]) -> dict[str, float]:
+    def critic_updates(self, reals: list[torch.Tensor]) -> Logs:
         """Step 1: one WGAN-GP critic update per real feature batch (F_t frozen; G runs in train mode)."""
         hp = self.ctx.hp
         for real in reals:
@@ -173,18 +174,18 @@ class DFG(Delta):
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward(inputs=list(self.D.parameters()))
             self.opt_d.step()
-        return {"loss_d": float(d_loss.detach()), "gp": float(gp.detach())}
+        return {"loss_d": d_loss.detach(), "gp": gp.detach()}
 
-    def generator_adversarial(self) -> float:
+    def generator_adversarial(self) -> torch.Tensor:
         """Step 2: G minimises -E[D(G(z, y))]."""
         fake, _ = self.generate(self.ctx.data.train.batch_size)
         g_loss = -critic_mean(self.D, fake, self.shortcut)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward(inputs=list(self.G.parameters()))
         self.opt_g.step()
-        return float(g_loss.detach())
+        return g_loss.detach()
 
-    def generator_label_preserving(self, real: torch.Tensor, y_real: torch.Tensor) -> float:
+    def generator_label_preserving(self, real: torch.Tensor, y_real: torch.Tensor) -> torch.Tensor:
         """Step 3: CE(C_t([G(z, y); F_t(x_0)]), [y; y_0]) through the current C_t; only G steps.
         With a row-wise C_t only the generated half is forwarded (same gradient, see module doc)."""
         net = self.ctx.net
@@ -199,10 +200,10 @@ class DFG(Delta):
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward(inputs=list(self.G.parameters()))
         self.opt_g.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def extractor_classifier_update(self, x0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor
-                                    ) -> tuple[dict[str, float], list[torch.Tensor]]:
+                                    ) -> tuple[Logs, list[torch.Tensor]]:
         """Step 4: [CE + a_E Omega_E] + [CE + a_C Omega_C + b_C Omega_fc], one backward, F_t and C_t
         step. Returns the logs and the source hook outputs (reused by step 5)."""
         hp = self.ctx.hp
@@ -218,12 +219,12 @@ class DFG(Delta):
         self.optimizer.zero_grad(set_to_none=True)
         (e_loss + c_loss_real).backward()
         self.optimizer.step()
-        self.last_e_loss = float(e_loss.detach())
-        logs = {"loss_e": self.last_e_loss, "loss_c_real": float(c_loss_real.detach()), "loss_ce": float(ce.detach()),
-                "omega_e": float(oe.detach()), "omega_c": float(oc.detach()), "omega_fc": float(ofc.detach())}
+        self.last_e_loss = e_loss.detach()  # a tensor: read (a host sync) only at refresh steps
+        logs = {"loss_e": self.last_e_loss, "loss_c_real": c_loss_real.detach(), "loss_ce": ce.detach(),
+                "omega_e": oe.detach(), "omega_c": oc.detach(), "omega_fc": ofc.detach()}
         return logs, src_hooks
 
-    def classifier_update(self, x0: torch.Tensor, y0: torch.Tensor, src_hooks: list[torch.Tensor]) -> float:
+    def classifier_update(self, x0: torch.Tensor, y0: torch.Tensor, src_hooks: list[torch.Tensor]) -> torch.Tensor:
         """Step 5: C_t only, 1/3 [CE_real + a_C Omega_C + b_C Omega_fc] + 1/3 CE_fake + 1/3 CE_merged."""
         ctx, hp, net = self.ctx, self.ctx.hp, self.ctx.net
         bsz = x0.shape[0]
@@ -249,7 +250,7 @@ class DFG(Delta):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=list(net.C.parameters()))
         self.optimizer.step()
-        return float(loss.detach())
+        return loss.detach()
 
     # -- attention -----------------------------------------------------------------------------------------
     def refresh_attention(self, step: int) -> None:
@@ -274,7 +275,7 @@ class DFG(Delta):
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "attention": self.attention.cpu(), "attention_steps": list(self.attention_steps),
             "attention_history": torch.stack(self.attention_history), "refreshes": self.refreshes,
-            "last_e_loss": self.last_e_loss,
+            "last_e_loss": float(self.last_e_loss),
             # The queue is rebuilt on resume by re-drawing from the data stream's state before its
             # oldest batch (draws are pure functions of the stream counters): no image tensors saved.
             "queue_state": self.queue_states[0] if self.queue_states else None,

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as nnf
 
 from dfg.methods import METHODS
-from dfg.methods.base import Method
+from dfg.methods.base import Logs, Method
 from dfg.methods.delta import seeded
 from dfg.methods.dfg import build_gan, feature_artefacts, gan_optimizer
 from dfg.methods.gan import critic_loss, critic_mean, sample_noise
@@ -62,7 +62,10 @@ class DifaCmwgan(Method):
     def _noise(self, n: int) -> torch.Tensor:
         return torch.rand(n, self.S.noise_dim, device=self.ctx.device, generator=self.ctx.generator) * 2 - 1
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def phases(self) -> dict[str, int]:
+        return {"generator": 0, "matching": self.phase1_steps}
+
+    def train_step(self, step: int) -> Logs:
         if step < self.phase1_steps:
             return self._generator_step()
         if self.S.training:  # S is frozen from phase 2 on (also after a resume)
@@ -70,7 +73,7 @@ class DifaCmwgan(Method):
         return self._matching_step()
 
     # -- phase 1: conditional WGAN-GP on source-extractor features of target images -----------------------
-    def _generator_step(self) -> dict[str, float]:
+    def _generator_step(self) -> Logs:
         ctx, hp = self.ctx, self.ctx.hp
         for _ in range(hp["critic_iters"]):
             x, y = ctx.data.train.next()
@@ -87,10 +90,10 @@ class DifaCmwgan(Method):
         self.opt_s.zero_grad(set_to_none=True)
         g_loss.backward(inputs=list(self.S.parameters()))
         self.opt_s.step()
-        return {"loss_d": float(d_loss.detach()), "gp": float(gp.detach()), "loss_g": float(g_loss.detach())}
+        return {"loss_d": d_loss.detach(), "gp": gp.detach(), "loss_g": g_loss.detach()}
 
     # -- phase 2: F_t matched to S, C_t on real + generated minority features ---------------------------------
-    def _matching_step(self) -> dict[str, float]:
+    def _matching_step(self) -> Logs:
         ctx, hp, net = self.ctx, self.ctx.hp, self.ctx.net
         x, y = ctx.data.train.next()
         bsz = y.shape[0]
@@ -120,8 +123,8 @@ class DifaCmwgan(Method):
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return {"loss_d2": float(d_loss.detach()), "gp2": float(gp.detach()), "loss_ce": float(ce.detach()),
-                "loss_adv": float(adv.detach()), "loss": float(loss.detach())}
+        return {"loss_d2": d_loss.detach(), "gp2": gp.detach(), "loss_ce": ce.detach(), "loss_adv": adv.detach(),
+                "loss": loss.detach()}
 
     # -- resume / figures -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

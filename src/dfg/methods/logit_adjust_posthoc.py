@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from dfg.methods import METHODS
-from dfg.methods.base import Method
+from dfg.methods.base import Logs, Method
 from dfg.methods.losses import posthoc_logit_bias
 
 
@@ -23,7 +23,7 @@ class LogitAdjustPosthoc(Method):
     def steps(self) -> int:
         return 0
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> Logs:
         """Nothing to train: only a `--steps N` debugging override makes the loop call this."""
         return {}
 

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as Fn
 from torch import nn
 
-from dfg import DfgError
-from dfg.methods.base import Method
+from dfg.methods.base import Logs, Method
 from dfg.runtime import derive_seed
 
 
@@ -90,21 +89,18 @@ class SupervisedMethod(Method):
             return self.ctx.net(x)
 
     def update(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise DfgError(f"{self.ctx.method}: the loss became {loss.item()}; lower the learning rate "
-                           f"(train.optimizer) or check the method's parameters in methods.{self.ctx.method}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> Logs:
         self.before_batch(step)
         x, y = self.ctx.data.train.next()
         loss = self.loss(self.forward(x), y, step)
         self.update(loss)
-        return {"loss": float(loss.detach())}
+        return {"loss": loss.detach()}
 
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from dfg.methods import METHODS
+from dfg.methods.base import Logs
 from dfg.methods.longtail import SupervisedMethod, step_generator
 from dfg.methods.losses import remix_label_weight, soft_pair_cross_entropy
 from dfg.runtime import derive_seed
@@ -26,7 +27,7 @@ class Remix(SupervisedMethod):
         perm = torch.randperm(batch, generator=step_generator(self.ctx.seed, "remix-perm", step))
         return lam, perm
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> Logs:
         x, y = self.ctx.data.train.next()
         lam, perm = self.mixing(step, int(y.numel()))
         perm = perm.to(x.device)
@@ -36,4 +37,4 @@ class Remix(SupervisedMethod):
         logits = self.forward(lam * x + (1.0 - lam) * x[perm])
         loss = soft_pair_cross_entropy(logits, y, y_j, w_i)
         self.update(loss)
-        return {"loss": float(loss.detach()), "lambda": lam}
+        return {"loss": loss.detach(), "lambda": lam}

@@ -20,6 +20,7 @@ from torch import nn
 
 from dfg import DfgError
 from dfg.methods import METHODS
+from dfg.methods.base import Logs
 from dfg.methods.longtail import FrozenBodyMethod, step_generator
 from dfg.runtime import derive_seed
 
@@ -110,7 +111,7 @@ class SmoteFeat(FrozenBodyMethod):
             labels.append(y.cpu())
         return torch.cat(feats).numpy(), torch.cat(labels).numpy().astype(np.int64)
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> Logs:
         self.set_modes()
         batch = int(self.ctx.params["train"]["batch_size"])
         idx = torch.randint(len(self.pool), (batch,), generator=step_generator(self.ctx.seed, "smote-batch", step))
@@ -120,7 +121,7 @@ class SmoteFeat(FrozenBodyMethod):
             logits = self.ctx.net.C(f)
         loss = Fn.cross_entropy(logits.float(), self.pool_labels[idx])
         self.update(loss)
-        return {"loss": float(loss.detach())}
+        return {"loss": loss.detach()}
 
     def artefacts(self) -> dict[str, Any] | None:
         """A sample of real and synthetic minority features (the figures' t-SNE), as for dfg."""

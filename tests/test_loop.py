@@ -197,6 +197,30 @@ def test_bench_times_each_phase_of_a_phased_method(capsys):
     assert rows == ["difa_cmwgan (generator)", "difa_cmwgan (matching)", "original"]
 
 
+def test_cpu_threads_fix_the_result_whatever_the_process_default(task, tmp_path):
+    """train.cpu_threads = 1: a run started in a 2-thread process (plain `dfg train`, `dvc repro`) equals
+    one started in a 1-thread process (Snakemake's OMP_NUM_THREADS=1), metrics and curves alike."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    torch_before = torch.get_num_threads()
+    blas_before = {lib["user_api"]: lib["num_threads"] for lib in threadpool_info()}
+    try:
+        torch.set_num_threads(2)
+        a = train(task, tmp_path / "a", "finetune", steps=40, cpu_threads=1)
+        assert torch.get_num_threads() == 1
+        assert all(lib["num_threads"] == 1 for lib in threadpool_info())
+        torch.set_num_threads(1)
+        b = train(task, tmp_path / "b", "finetune", steps=40, cpu_threads=1)
+        torch.set_num_threads(2)
+        train(task, tmp_path / "c", "finetune", steps=1, cpu_threads=0)  # 0: the process's count stays
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(torch_before)
+        threadpool_limits(limits=blas_before)
+    assert {k: v for k, v in a.items() if k not in TIMING_KEYS} == {k: v for k, v in b.items() if k not in TIMING_KEYS}
+    assert (tmp_path / "a" / "res" / "curves.csv").read_text() == (tmp_path / "b" / "res" / "curves.csv").read_text()
+
+
 def test_runtime_choices():
     from dfg.runtime import autocast_factory, choose_device, derive_seed
 

@@ -19,7 +19,7 @@ from dfg.loop import predict
 from dfg.methods import METHODS
 from dfg.metrics import compute_metrics
 from dfg.models import build_backbone
-from dfg.runtime import autocast_factory, choose_device, derive_seed
+from dfg.runtime import autocast_factory, choose_device, configure_cpu_threads, derive_seed
 from dfg.utils.io import load_torch, write_json
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def evaluate_checkpoint(params: dict, checkpoint: Path, task: str, *, prepared_d
     if not isinstance(ckpt, dict) or ckpt.get("kind") not in ("run", "source"):
         raise DfgError(f"{checkpoint} is not a dfg run or source checkpoint")
     dev = choose_device(device or params["device"])
+    configure_cpu_threads(dev, int(params["train"]["cpu_threads"]))  # as `dfg train` evaluated
     net = rebuild_model(ckpt).to(dev)
     prepared_dir = Path(prepared_dir or Path(params["data"]["root"]) / "prepared" / tcfg["dataset"])
     meta = read_meta(prepared_dir)

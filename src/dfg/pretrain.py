@@ -21,7 +21,13 @@ from dfg.loop import fit, make_context
 from dfg.methods import METHODS
 from dfg.metrics import compute_metrics
 from dfg.models import build_backbone
-from dfg.runtime import choose_device, configure_determinism, derive_seed, seed_everything
+from dfg.runtime import (
+    choose_device,
+    configure_cpu_threads,
+    configure_determinism,
+    derive_seed,
+    seed_everything,
+)
 from dfg.utils.io import save_torch
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,7 @@ def run_pretrain(params: dict, source: str, *, prepared_dir: Path | None = None,
 
     dev = choose_device(device or params["device"])
     configure_determinism(dev, bool(train_cfg["deterministic"]))
+    configure_cpu_threads(dev, int(train_cfg["cpu_threads"]))
     seed_everything(derive_seed(seed, "init"))
     meta = read_meta(prepared_dir)
     k = int(meta["num_classes"])

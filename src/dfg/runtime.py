@@ -63,6 +63,20 @@ def configure_determinism(device: torch.device, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def configure_cpu_threads(device: torch.device, threads: int) -> None:
+    """On the CPU, fix the thread count of torch and of the BLAS/OpenMP pools (`train.cpu_threads`):
+    a float sum split over a different number of threads differs in its last bits, and over a run such
+    differences grow into different metrics, so identical results for a seed need the same count on
+    every entry point (`dfg train`, Snakemake, `dvc repro`). 0 keeps the defaults (all cores). On CUDA
+    the GPU does the arithmetic and the CPU pools are left alone."""
+    if device.type != "cpu" or threads <= 0:
+        return
+    torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency: NumPy BLAS (SMOTE's kNN)
+
+    threadpool_limits(limits=threads)
+
+
 def autocast_factory(device: torch.device, amp: bool) -> Callable[[], AbstractContextManager]:
     """A zero-argument callable returning the autocast context for a forward pass: bf16 on CUDA when
     `train.amp` (bf16 needs no loss scaling), a no-op elsewhere (CPU autocast is slower here)."""

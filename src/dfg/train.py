@@ -25,7 +25,13 @@ from dfg.methods import METHODS
 from dfg.methods.base import Method
 from dfg.metrics import compute_metrics
 from dfg.models import build_backbone, load_source_weights
-from dfg.runtime import choose_device, configure_determinism, derive_seed, seed_everything
+from dfg.runtime import (
+    choose_device,
+    configure_cpu_threads,
+    configure_determinism,
+    derive_seed,
+    seed_everything,
+)
 from dfg.utils.io import load_torch, save_torch, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -121,6 +127,7 @@ def run_training(params: dict, task: str, method_name: str, seed: int, *, split_
 
     dev = choose_device(device or params["device"])
     configure_determinism(dev, bool(train_cfg["deterministic"]))
+    configure_cpu_threads(dev, int(train_cfg["cpu_threads"]))
     seed_everything(derive_seed(seed, "init"))
     split = read_split(split_file, task, tcfg["dataset"])
 

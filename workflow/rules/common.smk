@@ -231,13 +231,18 @@ def _backbone_of_task(task):
     return PLAN.source(PLAN.task(task)["source"])["backbone"]
 
 
+def _cpu_threads():
+    """The threads a CPU run computes with (train.cpu_threads, which `dfg` itself applies; 0 = all cores)."""
+    return PARAMS["train"]["cpu_threads"] or workflow.cores
+
+
 def train_threads(wildcards):
-    """One thread for 32-px array data on the CPU (jobs run side by side); a 224-px dataset adds its
-    DataLoader workers (train.num_workers)."""
+    """On the CPU train.cpu_threads (1 by default: 32-px jobs run side by side), on a GPU 2 for 32-px data;
+    a 224-px dataset has its DataLoader workers (train.num_workers) besides."""
     ds = PLAN.task(wildcards.task)["dataset"]
     if PLAN.is_array_dataset(ds):
-        return 2 if GPU else 1
-    return PARAMS["train"]["num_workers"] + 1
+        return 2 if GPU else _cpu_threads()
+    return PARAMS["train"]["num_workers"] + (1 if GPU else _cpu_threads())
 
 
 def train_mem_mb(wildcards):
@@ -251,7 +256,7 @@ def train_runtime(wildcards):
 
 
 def pretrain_threads(wildcards):
-    return 2 if GPU else 1
+    return 2 if GPU else _cpu_threads()
 
 
 def prepare_mem_mb(wildcards):

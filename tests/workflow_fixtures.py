@@ -72,11 +72,13 @@ def metrics_of(root: Path, method: str, seed: int) -> dict:
 
 
 def tree_hashes(root: Path, rels: list[str]) -> dict[str, str]:
+    """sha256 of every data file under `rels` (Snakemake's empty directory marker is not data; git and
+    DVC ignore it)."""
     out = {}
     for rel in rels:
         p = root / rel
         for f in sorted([p] if p.is_file() else p.rglob("*")):
-            if f.is_file():
+            if f.is_file() and f.name != ".snakemake_timestamp":
                 out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
 

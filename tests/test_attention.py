@@ -54,6 +54,21 @@ def test_batched_ablation_equals_zeroing_each_filter(lenet):
     assert torch.allclose(w, (base_ref[None] - abl_ref).T, atol=1e-5)  # base minus ablated
 
 
+@pytest.mark.parametrize("max_rows", [30, 14, 4096])
+def test_extractor_ablation_never_forwards_more_than_max_rows(lenet, max_rows):
+    """ablation_max_rows bounds memory (ResNet-50 at 224 px: 11.4 MB a row): no forward is larger, and
+    the result does not depend on it."""
+    x, y = torch.randn(7, 1, 32, 32), torch.randint(0, 10, (7,))
+    sizes = []
+    handle = lenet.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    try:
+        w = extractor_ablation(lenet, "F.conv1", x, y, max_rows)
+    finally:
+        handle.remove()
+    assert max(sizes) <= max_rows and sum(sizes) >= 7 * 7  # base + 6 ablated replicas of 7 samples
+    assert torch.allclose(w, extractor_ablation(lenet, "F.conv1", x, y, 10_000), atol=1e-5)
+
+
 def test_classifier_deltas_equal_the_authors_batch_mean_procedure(lenet):
     batches = [(torch.randn(5, 1, 32, 32), torch.randint(0, 10, (5,))) for _ in range(3)]
     ref = []

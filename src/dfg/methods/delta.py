@@ -133,7 +133,7 @@ def extractor_scores(ctx: RunContext, net: torch.nn.Module, hp: dict, draw: int
     pos = per_class_positions(train.labels, ctx.data.num_classes, hp["attention_samples_per_class"], cpu)
     x, y = load_training_samples(train, pos, dev)
     with ctx.autocast():
-        w = extractor_ablation(net, net.info.attention_conv, x, y, hp["ablation_max_rows"])
+        w = extractor_ablation(net, net.info.attention_conv, x, y, per_backbone(hp, "ablation_max_rows", net.backbone))
     return w.float(), y
 
 
@@ -150,7 +150,8 @@ def analyse_source(ctx: RunContext, hp: dict) -> SourceAnalysis:
     bs = int(ctx.params["train"]["batch_size"])
     batches = random_batches(ctx, hp["omega_c_batches"], bs, "omega-c")
     with ctx.autocast():
-        deltas = classifier_layer_deltas(net, net.info.hook_layers, batches, hp["ablation_max_rows"])
+        deltas = classifier_layer_deltas(net, net.info.hook_layers, batches,
+                                         per_backbone(hp, "ablation_max_rows", net.backbone))
     t = hp["weight_temperature"]
     return SourceAnalysis(w=w, labels=y, extractor_weights=channel_weights(w.mean(0), t),
                           classifier_weights=[channel_weights(d.float(), t) for d in deltas], analysis_net=net)

@@ -19,8 +19,10 @@
 #
 # On this project's lent GPU machine (PyTorch in its image, no network), after scripts/gpu-wheels.sh
 # here, one call does it all (the prepared arrays exceed the 64 MiB a call carries; the raw files do not):
-#   run(command="SUMMARY_DIR=$OUT GPU_CHECK_DIR=/tmp/gpu-check bash scripts/gpu-check.sh",
-#       carry=[".whl", "data/raw/fashion-mnist", "data/splits", "models/source"], timeout_s=540)
+#   run(command="SUMMARY_DIR=$OUT GPU_CHECK_DIR=/tmp/gpu-check STAGE_TIMEOUT=150 bash scripts/gpu-check.sh",
+#       carry=[".whl", "data/raw/fashion-mnist", "data/splits", "models/source"], timeout_s=420)
+# (about 35 MB carried; 7 minutes at most, so a 15-minute device budget leaves room to rerun. Rows of a
+# bench stage cut by its timeout are in the log already.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dir=${GPU_CHECK_DIR:-results/gpu-check}
@@ -80,8 +82,11 @@ ev = json.load(open(f"{d}/dfg/seed0/evaluate.json"))
 print(f"dfg evaluate: accuracy {ev['accuracy']:.4f} (run: {run['accuracy']:.4f})")
 assert abs(run["accuracy"] - ev["accuracy"]) < 1e-3, "evaluate does not reproduce the run's accuracy"
 PY
-# last: the slowest stage, one row per method x backbone as it finishes
-stage bench "${dfg[@]}" bench --device "$device" --backbones "${BACKBONES:-lenet5,vgg16,resnet50}" --steps 20
+# last, the slowest: one stage per backbone (own timeout), rows printed as each method finishes
+IFS=, read -ra backbones <<< "${BACKBONES:-lenet5,vgg16,resnet50}"
+for backbone in "${backbones[@]}"; do
+  stage "bench-$backbone" "${dfg[@]}" bench --device "$device" --backbones "$backbone" --steps 20
+done
 
 if [[ -n "$summary" ]]; then
   for method in dfg finetune; do

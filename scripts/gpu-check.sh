@@ -13,9 +13,10 @@
 # data/splits/fmnist-synth/seed0.json`.
 #
 # Full outputs go to GPU_CHECK_DIR (default results/gpu-check). With SUMMARY_DIR set, a flat copy of
-# the key files (at most 7) lands there too, and the log is written there directly. Every stage runs even if an earlier one failed; the exit
-# status is non-zero when any failed. STEPS (200), BACKBONES (lenet5,vgg16,resnet50), DEVICE (cuda)
-# DFG_PYTHON (a Python to use instead of .venv's) and STAGE_TIMEOUT (300 s) can be set.
+# the key files (at most 7) lands there too, and the log is written there directly. Every stage runs
+# even if an earlier one failed; the exit status is non-zero when any failed. STEPS (200), BACKBONES
+# (lenet5,vgg16,resnet50), DEVICE (cuda), DFG_PYTHON (a Python to use instead of .venv's) and
+# STAGE_TIMEOUT (300 s) can be set.
 #
 # On this project's lent GPU machine (PyTorch in its image, no network), after scripts/gpu-wheels.sh
 # here, one call does it all (the prepared arrays exceed the 64 MiB a call carries; the raw files do not):

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from dfg import DfgError
-from dfg.pretrain import run_pretrain
 from dfg.train import run_training
 from dfg.utils.io import load_torch, save_torch
-from loop_fixtures import digits_task, make_params
+from loop_fixtures import digits_task_with_source, make_params
 
 CONTRACT_KEYS = {
     "accuracy", "balanced_accuracy", "macro_f1", "g_mean", "per_class_recall", "majority_accuracy",
@@ -25,12 +24,7 @@ TIMING_KEYS = {"wall_seconds", "resumed_from_step", "git_commit"}  # git: other 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("digits")
-    t = digits_task(tmp)
-    params = make_params()
-    t["source"] = tmp / "source.pt"
-    run_pretrain(params, "lenet5-digits", prepared_dir=t["prepared"], out=t["source"], device="cpu")
-    return t
+    return digits_task_with_source(tmp_path_factory.mktemp("digits"))
 
 
 def train(task: dict, out: Path, method: str = "original", steps: int = 60, callback=None, **train_cfg) -> dict:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from dfg.methods.regularizers import BehaviourRegularizer, LayerTap, fc_l2, weighted_feature_distance
-from dfg.models import build_backbone
+from dfg.models import BACKBONES, build_backbone
 
 
 def test_omega_two_channel_case_by_hand():
@@ -62,7 +64,7 @@ def test_behaviour_regularizer_is_zero_at_the_source_and_positive_after_a_change
     src.load_state_dict(net.state_dict())
     src.eval()
     info = net.info
-    reg = BehaviourRegularizer(net, src, info.hook_layers, info.last_fc, torch.full((6,), 1 / 6),
+    reg = BehaviourRegularizer(net, src, info.omega_c_taps, info.last_fc, torch.full((6,), 1 / 6),
                                [torch.full((16,), 1 / 16)])
     x = torch.randn(4, 1, 32, 32)
     sf, sh = reg.source_maps(x)
@@ -77,3 +79,40 @@ def test_behaviour_regularizer_is_zero_at_the_source_and_positive_after_a_change
     # hook rows beyond the source batch (generated features in DFG's step 5) are ignored
     logits, hooks2 = reg.classify(torch.cat([net.F(x), torch.randn(4, 6, 14, 14)]))
     assert reg.omega_c(hooks2, sh).item() == pytest.approx(reg.omega_c(hooks, sh).item(), rel=1e-6)
+
+
+# The authors' hook kept the conv's output tensor, which an in-place ReLU(True) then overwrote (LeNet-5
+# conv2, VGG-16 conv5_3): Omega_C compares post-ReLU maps on both networks. ResNet-50's conv3 feeds bn3:
+# raw on both sides.
+POST_ACTIVATION = {"lenet5": True, "vgg16": True, "resnet50": False}
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_omega_c_is_exactly_zero_at_a_copy_of_the_source_and_compares_what_the_authors_hooked(name):
+    torch.manual_seed(0)
+    net = build_backbone(name, 10).eval()
+    src = copy.deepcopy(net).eval()
+    info = net.info
+    taps = info.omega_c_taps
+    reg = BehaviourRegularizer(net, src, taps, info.last_fc, torch.full((info.feature_shape[0],), 1.0),
+                               [torch.ones(net.get_submodule(h).out_channels) for h in info.hook_layers])
+    side = min(info.input_size, 64)  # ResNet-50 pools adaptively: 64 px runs every layer, cheaply
+    x = torch.randn(2, info.in_channels, side, side)
+    src_feats, src_hooks = reg.source_maps(x)
+    feats = net.F(x)
+    logits, hooks = reg.classify(feats)
+    assert len(hooks) == len(src_hooks) == len(info.hook_layers)
+    assert reg.omega_c(hooks, src_hooks).item() == 0.0
+    assert reg.omega_e(feats, src_feats).item() == 0.0
+    for t, s in zip(hooks, src_hooks, strict=True):
+        assert torch.equal(t, s)
+        assert (bool((s >= 0).all()) and bool((t >= 0).all())) == POST_ACTIVATION[name]
+        assert bool((s > 0).any())  # not an all-zero map
+    # each tap holds its hook conv's channels, so Omega_C's weights (that conv's ablation) still fit it
+    for conv_name, tap, t in zip(info.hook_layers, taps, hooks, strict=True):
+        assert t.shape[1] == net.get_submodule(conv_name).out_channels
+        assert isinstance(net.get_submodule(tap), nn.ReLU) == POST_ACTIVATION[name]
+    with torch.no_grad():  # and it moves when C changes
+        net.get_submodule(info.hook_layers[-1]).weight.mul_(1.5)
+    _, hooks = reg.classify(net.F(x))
+    assert reg.omega_c(hooks, src_hooks).item() > 0

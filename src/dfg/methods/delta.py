@@ -159,7 +159,7 @@ def analyse_source(ctx: RunContext, hp: dict) -> SourceAnalysis:
 
 def make_regularizer(ctx: RunContext, analysis: SourceAnalysis) -> BehaviourRegularizer:
     info = ctx.net.info
-    return BehaviourRegularizer(ctx.net, ctx.source_net, info.hook_layers, info.last_fc,
+    return BehaviourRegularizer(ctx.net, ctx.source_net, info.omega_c_taps, info.last_fc,
                                 analysis.extractor_weights.to(ctx.device),
                                 [w.to(ctx.device) for w in analysis.classifier_weights])
 

@@ -3,7 +3,8 @@
 For feature maps FM (B x C x H x W) of the target and the (frozen) source network and channel weights w:
     Omega = 1/2 * sum_batch sum_c C * w_c * ||FM_t,c - FM_s,c||^2 / (H * W),   source detached
 (the authors' extractor_att_fea_map / reg_att_fea_map). Omega_E applies it to F's output, Omega_C to the
-hook layers inside C, Omega_fc = 1/2 ||last FC weight||^2 + 1/2 ||last FC bias||^2 (reg_classifier).
+backbone's `omega_c_taps` inside C (the hook convs' outputs, or the in-place ReLU after them where the
+authors' hooked tensor was overwritten by one: BackboneInfo.omega_c_outputs), Omega_fc = 1/2 ||last FC weight||^2 + 1/2 ||last FC bias||^2 (reg_classifier).
 
 Hook outputs are captured by forward hooks that record only while a `LayerTap` is armed, so evaluation
 and the other forwards of a step pay nothing; on the frozen source network the tap can also stop the
@@ -93,10 +94,10 @@ class LayerTap:
         self._handles = []
 
 
-def hook_names_in_C(info_hook_layers: Sequence[str]) -> list[str]:
-    """SplitNet paths ('C.conv2') -> paths inside net.C ('conv2')."""
+def hook_names_in_C(taps: Sequence[str]) -> list[str]:
+    """SplitNet paths ('C.relu2') -> paths inside net.C ('relu2')."""
     out = []
-    for name in info_hook_layers:
+    for name in taps:
         if not name.startswith("C."):
             raise ValueError(f"hook layer {name!r} is not inside C; Omega_C regularises layers of the classifier")
         out.append(name[2:])
@@ -111,11 +112,13 @@ class BehaviourRegularizer:
     `reg.omega_c(hooks, src)`, `reg.omega_fc()`. The source maps of one batch can be reused for every
     update on that batch in the same step (the source never changes)."""
 
-    def __init__(self, net: nn.Module, source_net: nn.Module, hook_layers: Sequence[str], last_fc: str,
+    def __init__(self, net: nn.Module, source_net: nn.Module, taps: Sequence[str], last_fc: str,
                  extractor_weights: torch.Tensor, classifier_weights: Sequence[torch.Tensor]) -> None:
+        """`taps`: the modules whose outputs Omega_C compares (BackboneInfo.omega_c_taps), one channel-weight
+        vector each."""
         self.net = net
         self.source_net = source_net
-        inner = hook_names_in_C(hook_layers)
+        inner = hook_names_in_C(taps)
         self.target_tap = LayerTap(net.C, inner)
         self.source_tap = LayerTap(source_net.C, inner, stop_after_last=True)
         self.last_fc: nn.Linear = net.get_submodule(last_fc)

@@ -22,12 +22,27 @@ class BackboneInfo:
     in_channels: int  # 1 (grayscale) or 3
     feature_shape: tuple[int, int, int]  # shape of F(x) for one sample (C, H, W)
     attention_conv: str  # module path (in the SplitNet) of the conv whose output channels are F's channels
-    hook_layers: tuple[str, ...]  # module paths inside C whose outputs Ω_C regularises
+    hook_layers: tuple[str, ...]  # convs inside C whose channels Ω_C weighs (their filters are ablated)
     last_fc: str  # module path of the final linear layer (Ω_fc, cRT, new heads)
+    # What Ω_C compares, one module per hook layer: the module whose OUTPUT is captured on the target and
+    # on the source alike. The authors hook the conv, but where an in-place ReLU(True) follows it (LeNet-5
+    # conv2, VGG-16 conv5_3) the tensor their hook keeps is overwritten by it, so they compare post-ReLU
+    # maps; those backbones name the ReLU here. Empty: the hook convs' own outputs (ResNet-50's conv3,
+    # followed by bn3, is raw in their code too).
+    omega_c_outputs: tuple[str, ...] = ()
     mean: tuple[float, ...] = (0.5,)  # normalisation used everywhere in the protocol (method.md §4)
     std: tuple[float, ...] = (0.5,)
     large_images: bool = False  # True: 224 px data through a DataLoader instead of on-device tensors
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.omega_c_outputs and len(self.omega_c_outputs) != len(self.hook_layers):
+            raise ValueError("omega_c_outputs needs one module per hook layer")
+
+    @property
+    def omega_c_taps(self) -> tuple[str, ...]:
+        """Module paths inside C whose outputs Ω_C compares (target and source captured the same way)."""
+        return self.omega_c_outputs or self.hook_layers
 
 
 class SplitNet(nn.Module):

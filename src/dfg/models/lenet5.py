@@ -13,6 +13,7 @@ INFO = BackboneInfo(
     attention_conv="F.conv1",
     hook_layers=("C.conv2",),
     last_fc="C.fc3",
+    omega_c_outputs=("C.relu2",),  # post-ReLU conv2, as the authors' hook held it (their ReLU is in place)
 )
 
 

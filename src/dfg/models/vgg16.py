@@ -15,6 +15,9 @@ INFO = BackboneInfo(
     attention_conv="F.2",  # conv1_2
     hook_layers=("C.body.28",),  # conv5_3 = torchvision features[28]; slicing keeps the indices as names
     last_fc="C.head.6",
+    # post-ReLU conv5_3 (torchvision's in-place ReLU, features[29]) on the target and the source alike; the
+    # source's forward stops right after it
+    omega_c_outputs=("C.body.29",),
     mean=(0.5, 0.5, 0.5),
     std=(0.5, 0.5, 0.5),
 )

@@ -5,7 +5,10 @@ and its sha256 goes into every run's metrics. Profiles (params `tasks.<task>.spl
 
 - step: `n_minority` classes, chosen by the seed, keep `minority` samples (or round(majority / ratio)),
   the others keep `majority`. Each class keeps its FIRST samples in prepared order, as the authors' loader
-  does; only the choice of minority classes is random (and here, unlike there, seeded).
+  does; only the choice of minority classes is random (and here, unlike there, seeded). A class with
+  fewer samples than asked keeps all it has, as their loader's slicing did (SVHN's training set has only
+  4 948 zeros and 4 659 nines for a majority of 5 000): one log line names it, and the file records the
+  real `class_counts` and imbalance ratio beside the `requested_class_counts`.
 - exponential: n_i = round(majority * ratio^(-i/(K-1))) for the i-th class of a seeded permutation;
   the minority classes are those with n_i <= majority / sqrt(ratio) (the geometric midpoint).
 - balanced: `per_class` samples of every class (no minority classes).
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -25,6 +29,8 @@ import numpy as np
 
 from dfg import DfgError
 from dfg.utils.io import write_json
+
+log = logging.getLogger(__name__)
 
 
 def canonical_sha256(obj: dict) -> str:
@@ -75,16 +81,22 @@ def target_counts(spec: dict, num_classes: int, seed: int, key: str = "split") -
     raise DfgError(f"invalid parameter {key}.profile: unknown profile {profile!r}")
 
 
-def build_split(labels: np.ndarray, num_classes: int, spec: dict, seed: int, key: str = "split") -> dict:
+def build_split(labels: np.ndarray, num_classes: int, spec: dict, seed: int, key: str = "split",
+                class_names: list[str] | None = None) -> dict:
     """Indices (ascending) into `labels` realising the spec; validation indices if asked."""
     labels = np.asarray(labels)
-    counts, minority_classes = target_counts(spec, num_classes, seed, key)
+    requested, minority_classes = target_counts(spec, num_classes, seed, key)
+    counts = list(requested)
     val_per_class = int(spec.get("val_per_class", 0))
     chosen, val = [], []
     for c in range(num_classes):
         pool = np.flatnonzero(labels == c)  # prepared order
+        if spec["profile"] == "step" and len(pool) - val_per_class < counts[c]:
+            counts[c] = max(len(pool) - val_per_class, 0)
+            log.info("%s: class %s has %d training samples, fewer than the %d asked; it keeps all %d",
+                     key, class_names[c] if class_names else c, len(pool), requested[c], counts[c])
         want = counts[c] + val_per_class
-        if len(pool) < want:
+        if len(pool) < want or counts[c] == 0 < requested[c]:
             raise DfgError(
                 f"invalid parameter {key}: class {c} needs {counts[c]} training + {val_per_class} validation "
                 f"samples but the prepared training set has {len(pool)}; lower the counts"
@@ -99,14 +111,16 @@ def build_split(labels: np.ndarray, num_classes: int, spec: dict, seed: int, key
         "indices": [int(i) for i in indices],
         "val_indices": [int(i) for i in val_indices],
         "class_counts": [int(n) for n in counts],
+        "requested_class_counts": [int(n) for n in requested],
         "minority_classes": minority_classes,
         "imbalance_ratio": float(max(nonzero) / min(nonzero)),
         "num_classes": int(num_classes),
     }
 
 
-def read_train_labels(prepared: Path) -> tuple[np.ndarray, int]:
-    """Labels of a prepared training set and its number of classes (formats in docs/architecture.md)."""
+def read_train_labels(prepared: Path) -> tuple[np.ndarray, int, list[str]]:
+    """Labels of a prepared training set, its number of classes and class names (formats in
+    docs/architecture.md)."""
     meta_path = prepared / "meta.json"
     if not meta_path.exists():
         raise DfgError(f"{prepared} is not a prepared dataset (no meta.json); run `dfg prepare` first")
@@ -117,15 +131,16 @@ def read_train_labels(prepared: Path) -> tuple[np.ndarray, int]:
         import pandas as pd
 
         labels = pd.read_csv(prepared / "train.csv")["label"].to_numpy()
-    return labels.astype(np.int64), int(meta["num_classes"])
+    return labels.astype(np.int64), int(meta["num_classes"]), list(meta.get("classes") or [])
 
 
 def make_split_file(task: str, params: dict, seed: int, prepared: Path, out: Path) -> dict:
     if task not in params["tasks"]:
         raise DfgError(f"unknown task {task!r}; known: {', '.join(sorted(params['tasks']))}")
     tcfg = params["tasks"][task]
-    labels, num_classes = read_train_labels(prepared)
-    split = build_split(labels, num_classes, tcfg["split"], seed, key=f"tasks.{task}.split")
+    labels, num_classes, class_names = read_train_labels(prepared)
+    split = build_split(labels, num_classes, tcfg["split"], seed, key=f"tasks.{task}.split",
+                        class_names=class_names)
     doc = {"task": task, "dataset": tcfg["dataset"], "seed": int(seed), **split, "params": tcfg["split"]}
     doc["sha256"] = canonical_sha256(doc)
     write_json(out, doc, indent=None)

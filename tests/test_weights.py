@@ -38,15 +38,27 @@ def test_real_entry_is_torchvisions_v1_file():
     assert meta["num_classes"] == 1000 and meta["test_accuracy"] == pytest.approx(0.7613)
 
 
-def test_fabricated_weights_via_mirror_become_an_equivalent_source_model(tmp_path, params):
+@pytest.mark.parametrize("saved_by", ["modern", "pre-0.4.1"])
+def test_fabricated_weights_via_mirror_become_an_equivalent_source_model(tmp_path, params, saved_by):
+    """Also in the form of the real resnet50-0676ba61.pth (saved in 2017): a plain dict of tensors without
+    BatchNorm's num_batches_tracked entries, which torchvision's loader accepts."""
     import torchvision
 
     torch.manual_seed(0)
     reference = torchvision.models.resnet50(weights=None).eval()
+    with torch.no_grad():  # non-trivial running statistics, so that a dropped buffer would show
+        for m in reference.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
     mirror = tmp_path / "mirror" / "weights"
     mirror.mkdir(parents=True)
     name = "resnet50-0676ba61.pth"  # the official name; its checksum is overridden for the fake below
-    torch.save(reference.state_dict(), mirror / name)
+    state = reference.state_dict()
+    if saved_by == "pre-0.4.1":
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # no _metadata either
+        assert len(state) == 267  # 53 BatchNorm counters fewer than the 320 entries a save has today
+    torch.save(state, mirror / name)
     digest = hashlib.sha256((mirror / name).read_bytes()).hexdigest()
     spec = dataclasses.replace(W.WEIGHTS.get("resnet50-imagenet"),
                                file=RemoteFile(name, (CLOSED_PORT_URL + name,), sha256_prefix=digest[:8]))

@@ -79,6 +79,20 @@ def torch_hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir())
 
 
+def fill_batch_counts(state: dict, net) -> dict:
+    """Add BatchNorm's `num_batches_tracked` counters (0) where `state` lacks them, as torch's BatchNorm
+    loader does for files saved before PyTorch 0.4.1: torchvision's resnet50-0676ba61.pth (2017) has none.
+    The counter only matters for BN with momentum=None, which no backbone here uses."""
+    from torch import nn
+
+    out = dict(state)
+    for name, module in net.named_modules():
+        key = f"{name}.num_batches_tracked"
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats and key not in out:
+            out[key] = module.num_batches_tracked.new_zeros(())
+    return out
+
+
 def fetch_weights(params: dict, source: str, raw_dir: Path | None = None, out: Path | None = None,
                   spec: WeightsSpec | None = None) -> dict:
     """Obtain and convert the weights of `source`; return the checkpoint's metadata (without `net`)."""
@@ -106,7 +120,7 @@ def fetch_weights(params: dict, source: str, raw_dir: Path | None = None, out: P
         raise DfgError(f"{raw_file} is not a loadable state dict ({e}); delete it and fetch again") from None
     meta = spec.load_meta()
     net = build_backbone(spec.backbone, meta["num_classes"])
-    converted = spec.convert(state)
+    converted = fill_batch_counts(spec.convert(state), net)
     own = net.state_dict()
     missing, extra = sorted(set(own) - set(converted)), sorted(set(converted) - set(own))
     if missing or extra:

@@ -30,12 +30,24 @@ def env() -> dict[str, str]:
     return e
 
 
-def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=False, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+def unactivated_env() -> dict[str, str]:
+    """The environment of a cron job, an IDE or a submit script: this venv is not on PATH (nor activated)."""
+    e = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    e["PATH"] = os.pathsep.join(p for p in e.get("PATH", "").split(os.pathsep)
+                                if p and Path(p).resolve() != BIN.resolve())
+    return e
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 600, environ: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=False, cwd=cwd, env=env() if environ is None else environ,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def snakemake(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return run([str(BIN / "snakemake"), *args], cwd, timeout)
+    """This venv's Snakemake started by its path, with the venv not on PATH: the rules must run the dfg of
+    the Python that runs Snakemake, locally and on SLURM's nodes."""
+    return run([str(BIN / "snakemake"), *args], cwd, timeout, environ=unactivated_env())
 
 
 def copy_project(dest: Path) -> Path:

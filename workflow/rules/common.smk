@@ -131,6 +131,26 @@ def run_file(name):
 CONDA_ENV = "../envs/dfg.yaml"
 
 
+# -- the dfg every job runs --------------------------------------------------------------------------------
+def _dfg_of_this_python():
+    """Put the bin folder of the Python that runs Snakemake first on every job's PATH, so that the rules'
+    `dfg` is this Python's. A cron job, an IDE, a cluster submit script, or the SLURM executor's jobs (which
+    run Snakemake again with this interpreter on the node) start Snakemake by its path, with no virtualenv
+    activated: `dfg` on PATH would be missing or another installation. A shell prefix rather than a rule
+    param, so that moving the virtualenv does not mark every job's parameters as changed. With
+    --software-deployment-method conda each job runs in workflow/envs/dfg.yaml, whose activation puts its
+    own dfg first: the prefix (applied inside that activation) must not hide it."""
+    from snakemake.settings.types import DeploymentMethod
+
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return
+    bindir = shlex.quote(os.path.dirname(sys.executable))
+    shell.prefix(f'set -euo pipefail; export PATH={bindir}:"$PATH"; ')
+
+
+_dfg_of_this_python()
+
+
 # -- commands (one dfg verb per rule, every path explicit) ------------------------------------------------
 def fetch_cmd(wildcards):
     return shlex.join(PLAN.fetch_cmd(wildcards.dataset))

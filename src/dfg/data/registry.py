@@ -25,7 +25,9 @@ class RemoteFile:
     - `content_md5`: MD5 of the decompressed content of a `.gz` (mirrors such as Debian recompress
       the official files, so the container differs while the data is identical);
     - `sha256_prefix`: leading hex digits of the SHA-256 (PyTorch's weight files carry it in their name).
-    A file with none of them is accepted unverified (with a warning): CINIC-10 publishes no checksum.
+    `size` (bytes), when known, must match as well. A file with no checksum (CINIC-10 publishes none) is
+    accepted, with a warning, only when it passes a structural check of its kind (a .tar.gz must be
+    readable to its end: see dfg.data.download).
     """
 
     name: str
@@ -33,6 +35,7 @@ class RemoteFile:
     md5: str | None = None
     content_md5: str | None = None
     sha256_prefix: str | None = None
+    size: int | None = None  # None: not checked
 
     @property
     def has_checksum(self) -> bool:
@@ -89,6 +92,7 @@ from dfg.data import (  # noqa: F401
     emnist,
     fashion_mnist,
     food101,
+    mnist5k,
     sklearn_digits,
     stl10,
     svhn,

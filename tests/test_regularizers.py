@@ -100,7 +100,7 @@ def test_omega_c_is_exactly_zero_at_a_copy_of_the_source_and_compares_what_the_a
     x = torch.randn(2, info.in_channels, side, side)
     src_feats, src_hooks = reg.source_maps(x)
     feats = net.F(x)
-    logits, hooks = reg.classify(feats)
+    _, hooks = reg.classify(feats)
     assert len(hooks) == len(src_hooks) == len(info.hook_layers)
     assert reg.omega_c(hooks, src_hooks).item() == 0.0
     assert reg.omega_e(feats, src_feats).item() == 0.0

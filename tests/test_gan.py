@@ -101,15 +101,20 @@ def _grads(d: FeatureCritic, loss: torch.Tensor) -> list[torch.Tensor]:
     return list(torch.autograd.grad(loss, list(d.parameters()), allow_unused=False))
 
 
-@pytest.mark.parametrize("conditional", [False, True])
-def test_affine_shortcut_equals_the_double_backward_path(conditional):
+@pytest.mark.parametrize(("conditional", "labels"), [(False, None), (True, "same"), (True, "different"),
+                                                     (True, "fewer rows than classes")])
+def test_affine_shortcut_equals_the_double_backward_path(conditional, labels):
+    """Also for the class-conditional critic, whose Wasserstein terms run on class means (some classes
+    absent, real and fake labelled differently, or a batch smaller than the class count: plain mean)."""
     torch.manual_seed(1)
     d = FeatureCritic(SHAPE, [32, 64, 128], 5, slope=1.0, num_classes=10 if conditional else 0)
-    real, fake = torch.randn(16, *SHAPE), torch.randn(16, *SHAPE) * 0.5 + 0.3
-    y = torch.randint(0, 10, (16,)) if conditional else None
+    n = 6 if labels == "fewer rows than classes" else 16
+    real, fake = torch.randn(n, *SHAPE), torch.randn(n, *SHAPE) * 0.5 + 0.3
+    y = torch.randint(0, 7, (n,)) if conditional else None  # classes 7-9 absent
+    y_fake = torch.randint(0, 10, (n,)) if labels == "different" else y
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    loss_fast, gp_fast = critic_loss(d, real, fake, 10.0, g1, shortcut=True, y_real=y, y_fake=y)
-    loss_plain, gp_plain = critic_loss(d, real, fake, 10.0, g2, shortcut=False, y_real=y, y_fake=y)
+    loss_fast, gp_fast = critic_loss(d, real, fake, 10.0, g1, shortcut=True, y_real=y, y_fake=y_fake)
+    loss_plain, gp_plain = critic_loss(d, real, fake, 10.0, g2, shortcut=False, y_real=y, y_fake=y_fake)
     assert gp_fast.item() == pytest.approx(gp_plain.item(), rel=1e-4)
     assert loss_fast.item() == pytest.approx(loss_plain.item(), rel=1e-4, abs=1e-5)
     for a, b in zip(_grads(d, loss_fast), _grads(d, loss_plain), strict=True):
@@ -117,8 +122,10 @@ def test_affine_shortcut_equals_the_double_backward_path(conditional):
     assert g1.get_state().equal(g2.get_state())  # both paths draw the same random numbers
     # the generator side: E[D(f)] on the mean feature, gradients to f equal
     f1, f2 = fake.clone().requires_grad_(True), fake.clone().requires_grad_(True)
-    critic_mean(d, f1, shortcut=True, y=y).backward()
-    critic_mean(d, f2, shortcut=False, y=y).backward()
+    m1, m2 = critic_mean(d, f1, shortcut=True, y=y_fake), critic_mean(d, f2, shortcut=False, y=y_fake)
+    assert m1.item() == pytest.approx(m2.item(), rel=1e-4, abs=1e-6)
+    m1.backward()
+    m2.backward()
     assert torch.allclose(f1.grad, f2.grad, rtol=1e-4, atol=1e-8)
 
 

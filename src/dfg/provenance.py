@@ -25,6 +25,8 @@ NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", 
                "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                "OPENBLAS_NUM_THREADS")
 LOCK_FILE = "requirements.lock"
+#: Set (to "1") in the environment of a process whose CPU numerics were pinned by the portable mode.
+PORTABLE_MARKER = "DFG_PORTABLE_CPU"
 
 
 def cpu_model() -> str:
@@ -84,6 +86,7 @@ def collect(device: torch.device) -> dict:
         "cpu_model": cpu_model(),
         "os": platform.platform(),
         "python": platform.python_version(),
+        "portable_cpu": os.environ.get(PORTABLE_MARKER) == "1",
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "blas": blas_pools(),

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from dfg import DfgError
+from dfg import DfgError, portable
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -28,6 +28,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "dvc-yaml": ("dfg.workflow.dvcgen", "generate dvc.yaml from the Snakemake workflow"),
     "gpu-lease": ("dfg.workflow.gpu_lease", "run a command on a leased GPU (one of CUDA_VISIBLE_DEVICES)"),
     "params": ("dfg.workflow.show_params", "print the resolved, validated parameters of a suite"),
+    "verify": ("dfg.verify", "re-run a suite's committed runs in a scratch folder and compare the metrics"),
 }
 
 
@@ -59,6 +60,10 @@ def find_verb(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `dfg` command. Called without `argv` (as the command), a verb whose parameters ask for the
+    portable CPU mode first starts the process again with that mode's environment (dfg.portable), before
+    torch is imported; called with `argv` (in-process, e.g. from tests), it never replaces the process."""
+    as_command = argv is None
     argv = sys.argv[1:] if argv is None else argv
     parser, subs = build_parser()
     # Find the verb first (without parsing, so `dfg VERB --help` reaches the verb's own arguments), let
@@ -67,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     if verb is None:
         parser.parse_args(argv)  # prints usage or help and exits
         return 2
+    if verb in portable.VERBS and "-h" not in argv and "--help" not in argv:
+        try:
+            if as_command:
+                portable.ensure(argv)  # returns only when the mode is in force or not asked for
+            if portable.active():
+                portable.apply()
+        except DfgError as e:
+            print(f"dfg {verb}: error: {e}", file=sys.stderr)
+            return 2
     module = importlib.import_module(VERBS[verb][0])
     module.configure(subs[verb])
     args = parser.parse_args(argv)

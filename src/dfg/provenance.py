@@ -17,16 +17,16 @@ from pathlib import Path
 
 import torch
 
+from dfg import portable
+
 #: Packages whose versions can change a number in metrics.json (or the workflow that produced it).
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "imbalanced-learn", "pandas",
             "threadpoolctl", "snakemake", "dvc")
 #: Environment variables read by torch, oneDNN, MKL, OpenBLAS and OpenMP that change CPU numerics or threads.
-NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR",
-               "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-               "OPENBLAS_NUM_THREADS")
+NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_DYNAMIC",
+               "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "GLIBC_TUNABLES",
+               "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 LOCK_FILE = "requirements.lock"
-#: Set (to "1") in the environment of a process whose CPU numerics were pinned by the portable mode.
-PORTABLE_MARKER = "DFG_PORTABLE_CPU"
 
 
 def cpu_model() -> str:
@@ -86,8 +86,10 @@ def collect(device: torch.device) -> dict:
         "cpu_model": cpu_model(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "portable_cpu": os.environ.get(PORTABLE_MARKER) == "1",
+        # the portable CPU mode was in force (dfg.portable; a CUDA run is never portable across GPUs)
+        "portable_cpu": portable.active() and device.type == "cpu",
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_enabled": torch.backends.mkldnn.enabled,
         "torch_threads": torch.get_num_threads(),
         "blas": blas_pools(),
         "numeric_env": {k: os.environ.get(k) for k in NUMERIC_ENV},

@@ -309,15 +309,22 @@ class Plan:
         if stage == "fetch_weights":
             return [f"sources.{names[0]}", "fetch"]
         if stage == "pretrain":
-            return [f"sources.{names[0]}", "device"]
+            return [f"sources.{names[0]}", "device", *self._portable(self.home_params("sources", names[0]))]
         if stage == "train":
             task, method = names[:2]
-            return [f"tasks.{task}", "train", f"methods.{method}", "device"]
+            return [f"tasks.{task}", "train", f"methods.{method}", "device", *self._portable(self.params)]
         if stage == "aggregate":
-            return ["aggregate"] + [f"tasks.{t}.paper_column" for t in self.tasks]
+            return ["aggregate"] + [f"tasks.{t}.paper_column" for t in self.tasks] + self._portable(self.params)
         if stage == "figures":
-            return ["figures"]
+            return ["figures", *self._portable(self.params)]
         raise KeyError(stage)
+
+    @staticmethod
+    def _portable(params: dict) -> list[str]:
+        """`portable_cpu` is a key of the verbs it pins (dfg.portable.VERBS) only where it is on: the fast
+        mode is the absence of pinning, so a fast job keeps the parameter identity it had before the mode
+        existed, and switching the mode either way still changes the job's values (reruns it)."""
+        return ["portable_cpu"] if params.get("portable_cpu") else []
 
     @staticmethod
     def home_of(stage: str) -> str | None:

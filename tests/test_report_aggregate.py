@@ -89,7 +89,8 @@ def fabricate_runs(root: Path, with_artefacts: bool = True) -> Path:
                 steps = [0, 100, 200, 300]
                 curve = pd.DataFrame({
                     "step": steps,
-                    "test_accuracy": [0.1, acc - 0.2, acc - 0.05, acc],
+                    # the best evaluation (step 200) is 3 points above the final one: the authors' rule
+                    "test_accuracy": [0.1, acc - 0.2, round(acc + 0.03, 4), acc],
                     "test_balanced_accuracy": [0.1, acc - 0.25, acc - 0.1, acc - 0.05],
                     "loss_c": [2.3, 1.0, 0.7, 0.5],
                 })
@@ -169,13 +170,27 @@ def test_tables_written_and_consistent(runs_dir: Path, tmp_path: Path, capsys) -
     header = lines[0]
     assert "svhn: reported in the paper (SVHN 10:1)" in header
     assert "fmnist-synth: reported" not in header and "F-MNIST 40:1" not in md
+    # per task: ours at the final step, ours under the authors' rule (best evaluation), then the reported
+    assert [c.strip() for c in header.split("|")[2:7]] == [
+        "fmnist-synth: final step", f"fmnist-synth: {aggregate.SELECTED_COLUMN}", "svhn: final step",
+        f"svhn: {aggregate.SELECTED_COLUMN}", "svhn: reported in the paper (SVHN 10:1)"]
+    assert "selected on the test set (authors' rule; optimistic)" in aggregate.SELECTED_COLUMN
     dfg_row = next(ln for ln in lines if ln.split("|")[1].strip() == "DFG").split("|")
-    assert dfg_row[4].strip() == "80.81 ± 0.25"                            # the reported column
-    assert dfg_row[3].strip() == "74.33 ± 0.58 (n=3)"                      # our svhn cell, separate
+    assert dfg_row[6].strip() == "80.81 ± 0.25"                            # the reported column
+    assert dfg_row[4].strip() == "74.33 ± 0.58 (n=3)"                      # our svhn cell, separate
+    assert dfg_row[5].strip() == "77.33 ± 0.58 (n=3)"                      # best evaluations: +3 points each
+    assert dfg_row[3].strip() == "86.33 ± 1.53 (n=3)"                      # fmnist-synth, selected
+    assert "(4 per run)" in md and "overstates" in md                    # the curve has 4 rows
     cb_row = lines[8].split("|")
-    assert cb_row[4].strip() == aggregate.NO_RUNS                          # the paper has no CB-Focal
+    assert cb_row[6].strip() == aggregate.NO_RUNS                          # the paper has no CB-Focal
     tex = (out / "table.tex").read_text()
-    assert r"83.33 $\pm$ 1.53 (n=3)" in tex and r"\begin{tabular}{lccc}" in tex
+    assert r"83.33 $\pm$ 1.53 (n=3)" in tex and r"\begin{tabular}{lccccc}" in tex
+    # the paper's order on its SVHN column, tested on our runs under both rules
+    assert ("The paper's order on SVHN 10:1 (svhn): DFG > DELTA > FINE-TUNING > DIFA + CMWGAN (reconstruction) "
+            "> ORIGINAL") in md
+    pair = [ln for ln in lines if ln.split("|")[1].strip() == "FINE-TUNING > DIFA + CMWGAN (reconstruction)"]
+    assert len(pair) == 2 and [c.strip() for c in pair[0].split("|")[2:5]] == ["final step", "+0.02", "-6.00"]
+    assert pair[0].split("|")[-2].strip() == "no" and "F-MNIST 40:1" not in md
     extra = (out / "table_extra.md").read_text()
     assert "Balanced accuracy" in extra and "Minority-class accuracy" in extra
     assert "73.33 ± 1.53 (n=3)" in extra                                   # fmnist-synth DFG minority
@@ -196,7 +211,14 @@ def test_paired_tests_equal_scipy(runs_dir: Path, tmp_path: Path) -> None:
     assert r["t_pvalue"] == pytest.approx(stats.ttest_rel([0.82, 0.85], [0.78, 0.79]).pvalue, rel=1e-5)
     r = tests[(tests.task == "fmnist-synth") & (tests.method == "cb_focal")].iloc[0]
     assert r["n_pairs"] == 1 and pd.isna(r["t_pvalue"]) and "no test" in r["note"]
-    assert len(tests) == 2 * 5                                                # 5 others per task
+    ours = tests[tests.comparison == "against the reference"]
+    assert len(ours) == 2 * 2 * 5                      # 5 others per task, final step and selected
+    sel = ours[(ours.metric == "test_selected_accuracy") & (ours.task == "svhn") & (ours.method == "delta")].iloc[0]
+    assert sel["mean_diff"] == pytest.approx(np.mean([0.74, 0.74, 0.75]) - np.mean([0.70, 0.71, 0.72]))
+    order = tests[tests.comparison == "paper order"]
+    assert len(order) == 4 * 2 and set(order.task) == {"svhn"}  # 4 neighbouring pairs of 5 methods, 2 rules
+    r = order[(order.reference == "dfg") & (order.metric == "accuracy")].iloc[0]
+    assert r["method"] == "delta" and r["reported_diff"] == pytest.approx(80.81 - 78.47)
     md = (out / "table.md").read_text()
     assert "Paired tests across seeds" in md and "low power" in md
 

@@ -109,6 +109,15 @@ def test_many_methods_switch_per_class_recall_to_heat_map(tmp_path: Path, monkey
     assert heat.shape == (6, 10)                                           # 6 methods x 10 classes
     # DFG's row: each seed's recall is acc - 0.1 on its 8 minority and acc + 0.1 on its 2 majority classes
     assert heat[4].mean() == pytest.approx(100 * ((0.82 + 0.83 + 0.85) / 3 - 0.1 * 0.8 + 0.1 * 0.2))
+    # the runs' dataset is fashion-mnist: its class names are on the axis, in label order
+    ticks = [t.get_text() for t in fig.axes[1].get_xticklabels()]
+    assert ticks == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                     "Ankle boot"]
+    assert fig.axes[1].get_xlabel() == "Class"
+    # and on the line plot too
+    monkeypatch.setattr(figures_results, "MAX_LINES", 8)
+    figures_results.per_class_recall(ctx)
+    assert [t.get_text() for t in drawn[-1][1].axes[0].get_xticklabels()][-1] == "Ankle boot"
 
 
 def test_single_attention_step_draws_heat_map_but_no_evolution(tmp_path: Path, caplog) -> None:

@@ -4,17 +4,22 @@ Writes (all atomically) into --out-dir:
 - table.csv: long format (suite, task, method, metric, mean, std, n_runs) over every scalar metric, in the
   units of metrics.json (fractions; wall_seconds in s); std is the sample std (ddof = 1), blank for n = 1;
 - table.md / table.tex: methods x tasks, "mean ± std (n=k)" of params aggregate.metric_table in %, the
-  paper's rows first, then the additions below a separator; beside each task whose params set
-  `paper_column`, a separate column with the paper's reported numbers (never mixed into our cells);
-  table.md ends with the paired tests of aggregate.reference_method against every other method;
+  paper's rows first, then the additions below a separator. For top-1 accuracy (the paper's metric) each
+  task has two columns of ours, the final-step accuracy and the best accuracy of the run's evaluations
+  (the authors' selection rule: selected on the test set, optimistic, labelled so), and beside each task
+  whose params set `paper_column`, a column with the paper's reported numbers (never mixed into ours);
+  table.md ends with the paired tests of aggregate.reference_method against every other method under
+  both rules, and, for a task with a paper column, the paired tests of the paper's reported order;
 - table_extra.md: the same layout for each of aggregate.extra_metrics (balanced and minority accuracy);
-- paired_tests.csv: the paired tests across seeds (t-test and Wilcoxon, p-values from scipy).
+- paired_tests.csv: the paired tests across seeds (t-test and Wilcoxon, p-values from scipy): the reference
+  against each method under each rule, and the paper's reported order (`comparison` says which).
 The Markdown of table.md is printed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -23,20 +28,31 @@ import pandas as pd
 
 from dfg import DfgError
 from dfg.report import paper
-from dfg.report.runs import SCALAR_METRICS, is_addition, load_runs, method_labels, method_order, task_order
-from dfg.report.stats import paired_tests, summarise, wilcoxon_min_pvalue
+from dfg.report.runs import (
+    SCALAR_METRICS,
+    SELECTED,
+    is_addition,
+    load_runs,
+    method_labels,
+    method_order,
+    task_order,
+)
+from dfg.report.stats import paired_test, paired_tests, summarise, wilcoxon_min_pvalue
 from dfg.utils.io import write_text
 
 log = logging.getLogger(__name__)
 
 #: Metrics shown in % in the Markdown/LaTeX tables (all fractions in metrics.json).
 PERCENT_METRICS = {"accuracy", "balanced_accuracy", "macro_f1", "g_mean", "majority_accuracy",
-                   "minority_accuracy"}
+                   "minority_accuracy", SELECTED}
 METRIC_NAMES = {
     "accuracy": "Top-1 accuracy", "balanced_accuracy": "Balanced accuracy (mean per-class recall)",
     "macro_f1": "Macro-F1", "g_mean": "G-mean of per-class recall", "majority_accuracy":
     "Majority-class accuracy", "minority_accuracy": "Minority-class accuracy", "ece": "ECE (15 bins)",
+    SELECTED: "Top-1 accuracy, best of the run's evaluations (selected on the test set: authors' rule; optimistic)",
 }
+FINAL = "final step"
+SELECTED_COLUMN = "best of its evaluations, selected on the test set (authors' rule; optimistic)"
 ADDITIONS_HEADER = "*additions (not in the paper)*"
 REPORTED = "reported in the paper"
 NO_RUNS = "—"
@@ -64,11 +80,18 @@ def _paper_cell(method: str, column: str | None) -> str:
 
 def metric_grid(summary: pd.DataFrame, metric: str, methods: list[str], tasks: list[str],
                 labels: dict[str, str], paper_columns: dict[str, str | None]) -> pd.DataFrame:
-    """Rows = methods (paper's order, then a separator row, then additions), columns = tasks; after each
-    task with a paper column, a "<task>: reported in the paper" column (accuracy only)."""
+    """Rows = methods (paper's order, then a separator row, then additions), columns = tasks. For top-1
+    accuracy, per task: ours at the final step, ours under the authors' selection rule (SELECTED), and
+    where the task has a paper column, "<task>: reported in the paper"."""
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
-    index = summary[summary.metric == metric].set_index(["task", "method"])
-    show_paper = metric == "accuracy"
+    both = metric == "accuracy"
+    shown = [(FINAL, metric), (SELECTED_COLUMN, SELECTED)] if both else [(None, metric)]
+    index = {m: summary[summary.metric == m].set_index(["task", "method"]) for _, m in shown}
+    columns = []
+    for task in tasks:
+        columns += [f"{task}: {head}" if head else task for head, _ in shown]
+        if both and paper_columns.get(task):
+            columns.append(f"{task}: {REPORTED} ({paper.PAPER_COLUMNS[paper_columns[task]]})")
     rows, names = [], []
     separator_done = False
     for method in methods:
@@ -78,22 +101,18 @@ def metric_grid(summary: pd.DataFrame, metric: str, methods: list[str], tasks: l
             separator_done = True
         row = {}
         for task in tasks:
-            if (task, method) in index.index:
-                r = index.loc[(task, method)]
-                row[task] = _fmt(r["mean"], r["std"], int(r["n_runs"]), scale)
-            else:
-                row[task] = NO_RUNS
-            col = paper_columns.get(task)
-            if show_paper and col:
-                row[f"{task}: {REPORTED} ({paper.PAPER_COLUMNS[col]})"] = _paper_cell(method, col)
+            for head, m in shown:
+                key = f"{task}: {head}" if head else task
+                if (task, method) in index[m].index:
+                    r = index[m].loc[(task, method)]
+                    row[key] = _fmt(r["mean"], r["std"], int(r["n_runs"]), scale)
+                else:
+                    row[key] = NO_RUNS
+            if both and paper_columns.get(task):
+                row[f"{task}: {REPORTED} ({paper.PAPER_COLUMNS[paper_columns[task]]})"] = \
+                    _paper_cell(method, paper_columns[task])
         rows.append(row)
         names.append(labels[method] + (" (addition)" if is_addition(method) else ""))
-    columns = []
-    for task in tasks:
-        columns.append(task)
-        col = paper_columns.get(task)
-        if show_paper and col:
-            columns.append(f"{task}: {REPORTED} ({paper.PAPER_COLUMNS[col]})")
     grid = pd.DataFrame(rows, columns=columns).fillna("")
     grid.insert(0, "method", names)
     return grid
@@ -123,10 +142,16 @@ def grid_to_tex(grid: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines)
 
 
-def _legend(metric: str, summary: pd.DataFrame, any_paper: bool) -> str:
+def _legend(metric: str, summary: pd.DataFrame, any_paper: bool, evaluations: str = "") -> str:
     unit = " (%)" if metric in PERCENT_METRICS else ""
     text = (f"{METRIC_NAMES.get(metric, metric)} on the full test set{unit}: mean ± sample std "
             "(ddof = 1) over seeds; n = number of runs found (a missing seed lowers n; no ± for n = 1).")
+    if metric == "accuracy":
+        text += (f" \"{FINAL}\": the model after the last training step, our reported number. \"{SELECTED_COLUMN}\": "
+                 f"the highest test accuracy among the run's evaluations{evaluations} and its final one, which "
+                 "is how the authors' loop chose its model; it is chosen by looking at the test set, so it "
+                 "overstates what the method would reach on new data, and it is shown only to compare with "
+                 "the paper's numbers on their own terms.")
     if any_paper and metric == "accuracy":
         text += (f" Columns marked \"{REPORTED}\" repeat the paper's published numbers (method.md §4; "
                  "its number of runs is not stated) for tasks that follow its protocol; they are not our runs.")
@@ -135,7 +160,9 @@ def _legend(metric: str, summary: pd.DataFrame, any_paper: bool) -> str:
 
 def paired_section(tests: pd.DataFrame, reference: str, labels: dict[str, str], metric: str) -> str:
     """Markdown section explaining and listing the paired tests."""
-    lines = [f"## Paired tests across seeds: {labels.get(reference, reference)} against each method", ""]
+    rule = " (final step)" if metric == "accuracy" else (" (selected on the test set: authors' rule; optimistic)"
+                                                           if metric == SELECTED else "")
+    lines = [f"## Paired tests across seeds{rule}: {labels.get(reference, reference)} against each method", ""]
     if tests.empty:
         lines.append(f"No task has runs of the reference method `{reference}` and another method; no tests.")
         return "\n".join(lines) + "\n"
@@ -159,8 +186,52 @@ def paired_section(tests: pd.DataFrame, reference: str, labels: dict[str, str], 
         "Wilcoxon p": [f"{p:.3g}" if not math.isnan(p) else NO_RUNS for p in tests["wilcoxon_pvalue"]],
         "note": tests["note"],
     })
-    lines.append(table.to_markdown(index=False))
+    lines.append(table.to_markdown(index=False, disable_numparse=True))
     return "\n".join(lines) + "\n"
+
+
+def paper_order_section(runs: pd.DataFrame, tasks: list[str], paper_columns: dict[str, str | None],
+                        labels: dict[str, str], suite: str) -> tuple[str, pd.DataFrame]:
+    """For each task with a paper column: the paper's methods in its reported order on that column, and
+    each neighbouring pair (higher reported - lower reported) tested on our runs under both rules."""
+    rows, lines = [], []
+    for task in tasks:
+        col = paper_columns.get(task)
+        group = runs[runs.task == task]
+        present = [m for m in paper.PAPER_METHODS if m in set(group.method) and paper.reported(m, col)]
+        if not col or len(present) < 2:
+            continue
+        order = sorted(present, key=lambda m: -paper.reported(m, col)[0])
+        by = {(m, r): g.set_index("seed")[r] for m, g in group.groupby("method") for r in ("accuracy", SELECTED)}
+        for higher, lower in itertools.pairwise(order):
+            for rule in ("accuracy", SELECTED):
+                res = paired_test(by[(higher, rule)], by[(lower, rule)])
+                rows.append({"suite": suite, "task": task, "metric": rule, "reference": higher, "method": lower,
+                             "comparison": "paper order", **res,
+                             "reported_diff": paper.reported(higher, col)[0] - paper.reported(lower, col)[0]})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return "", table
+    for task, g in table.groupby("task", sort=False):
+        col = paper_columns[task]
+        chain = " > ".join(labels.get(m, m) for m in dict.fromkeys([*g.reference, g.method.iloc[-1]]))
+        lines += [f"## The paper's order on {paper.PAPER_COLUMNS[col]} ({task}): {chain}", "",
+                  ("Each pair: the method the paper reports higher minus the one it reports next, on our runs "
+                   "paired by seed, under both rules (final step; selected on the test set, optimistic). "
+                   "\"holds\" = our mean difference has the paper's sign; the p-values say how surely "
+                   "(same tests and caveats as above)."), ""]
+        view = pd.DataFrame({
+            "pair": [f"{labels.get(h, h)} > {labels.get(lo, lo)}" for h, lo in zip(g.reference, g.method, strict=True)],
+            "rule": [FINAL if r == "accuracy" else "selected on the test set" for r in g.metric],
+            "reported difference (pp)": [f"{d:+.2f}" for d in g.reported_diff],
+            "our mean difference (pp)": [f"{100 * d:+.2f}" if not math.isnan(d) else NO_RUNS for d in g.mean_diff],
+            "n pairs": g.n_pairs,
+            "t-test p": [f"{p:.3g}" if not math.isnan(p) else NO_RUNS for p in g.t_pvalue],
+            "Wilcoxon p": [f"{p:.3g}" if not math.isnan(p) else NO_RUNS for p in g.wilcoxon_pvalue],
+            "holds": ["yes" if d > 0 else "no" for d in g.mean_diff],
+        })
+        lines += [view.to_markdown(index=False, disable_numparse=True), ""]
+    return "\n".join(lines), table
 
 
 def write_tables(runs: pd.DataFrame, params: dict, out_dir: Path) -> dict[str, Path]:
@@ -181,14 +252,21 @@ def write_tables(runs: pd.DataFrame, params: dict, out_dir: Path) -> dict[str, P
     paper_columns = {t: task_params.get(t, {}).get("paper_column") for t in tasks}
 
     summary = summarise(runs, list(SCALAR_METRICS), suite)
-    tests = paired_tests(runs, reference, metric, suite, methods)
+    rules = [metric, SELECTED] if metric == "accuracy" else [metric]
+    tests = {r: paired_tests(runs, reference, r, suite, methods) for r in rules}
+    order_md, order_tests = paper_order_section(runs, tasks, paper_columns, labels, suite)
 
     grid = metric_grid(summary, metric, methods, tasks, labels, paper_columns)
     any_paper = any(paper_columns.values())
     seeds = ", ".join(str(s) for s in run_params.get("seeds", [])) or "?"
+    evals = sorted(set(runs.loc[runs.n_evaluations > 0, "n_evaluations"]))
+    every = params.get("train", {}).get("eval_every")
+    evaluations = (f" ({'/'.join(map(str, evals))} per run" + (f", every {every} steps)" if every else ")")) if evals else ""
     md = [f"# Results of suite `{suite}`", "",
-          f"{_legend(metric, summary, any_paper)} Seeds of this suite: {seeds}.", "",
-          grid.to_markdown(index=False), "", paired_section(tests, reference, labels, metric)]
+          f"{_legend(metric, summary, any_paper, evaluations)} Seeds of this suite: {seeds}.", "",
+          grid.to_markdown(index=False), "", *(paired_section(tests[r], reference, labels, r) for r in rules)]
+    if order_md:
+        md += ["", order_md]
     extra_md = [f"# Further metrics of suite `{suite}`", ""]
     for m in extra:
         extra_md += [f"## {METRIC_NAMES.get(m, m)}", "", _legend(m, summary, False), "",
@@ -200,7 +278,8 @@ def write_tables(runs: pd.DataFrame, params: dict, out_dir: Path) -> dict[str, P
     write_text(paths["table.md"], "\n".join(md))
     write_text(paths["table.tex"], grid_to_tex(grid, f"{_legend(metric, summary, any_paper)} Suite {suite}."))
     write_text(paths["table_extra.md"], "\n".join(extra_md))
-    write_text(paths["paired_tests.csv"], tests.to_csv(index=False, float_format="%.6g"))
+    all_tests = pd.concat([t.assign(comparison="against the reference") for t in tests.values()] + [order_tests])
+    write_text(paths["paired_tests.csv"], all_tests.to_csv(index=False, float_format="%.6g"))
     return paths
 
 

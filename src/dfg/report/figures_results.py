@@ -101,7 +101,27 @@ def _minority_counts(group: pd.DataFrame, k: int) -> tuple[np.ndarray, int]:
     return np.array([sum(c in s for s in splits.values()) for c in range(k)]), len(splits)
 
 
-def _recall_lines(task: str, means: dict, counts: np.ndarray, n_splits: int, ctx: Context) -> plt.Figure:
+def class_names(group: pd.DataFrame, k: int) -> list[str] | None:
+    """The task's class names from the dataset registry (metrics.json names the dataset), or None where
+    the registry has none for it (names then come from an archive) or the count does not match."""
+    from dfg.data.registry import DATASETS
+
+    datasets = [d for d in group.get("dataset", pd.Series(dtype=object)).dropna().unique() if d in DATASETS.names()]
+    names = list(DATASETS.get(datasets[0]).classes) if len(datasets) == 1 else []
+    return names if len(names) == k else None
+
+
+def _class_axis(ax: plt.Axes, k: int, names: list[str] | None) -> None:
+    """Every class named on the x axis (slanted when names are words), else its index."""
+    if names and any(len(n) > 2 for n in names):
+        ax.set_xticks(range(k), names, rotation=35, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(range(k), names or [str(c) for c in range(k)])
+    ax.set_xlabel("Class" if names else "Class index")
+
+
+def _recall_lines(task: str, means: dict, counts: np.ndarray, n_splits: int, ctx: Context,
+                  names: list[str] | None = None) -> plt.Figure:
     """Few classes and methods: one line per method over the classes, minority classes shaded."""
     k = len(counts)
     fig, ax = plt.subplots(figsize=(6.5, 4.4))
@@ -116,17 +136,17 @@ def _recall_lines(task: str, means: dict, counts: np.ndarray, n_splits: int, ctx
         labels.append(f"{ctx.labels[method]} (n={n})")
     handles.append(Patch(color="0.5", alpha=MINORITY_SHADE))
     labels.append(f"minority class (shade = share of the {n_splits} seeds)")
-    ax.set_xticks(range(k))
+    _class_axis(ax, k, names)
     ax.set_xlim(-0.5, k - 0.5)
     ax.set_ylim(0, 108)
-    ax.set_xlabel("Class index")
     ax.set_ylabel("Recall on the test set (%)")
     ax.set_title(f"{task}: per-class recall, mean over seeds")
     _legend_below(ax, handles, labels)
     return fig
 
 
-def _recall_heatmap(task: str, means: dict, counts: np.ndarray, n_splits: int, ctx: Context) -> plt.Figure:
+def _recall_heatmap(task: str, means: dict, counts: np.ndarray, n_splits: int, ctx: Context,
+                    names: list[str] | None = None) -> plt.Figure:
     """Many classes or methods: methods x classes heat map (values written in the cells when there is
     room), with a strip above it giving each class's share of seeds in which it is a minority class."""
     k, m = len(counts), len(means)
@@ -144,9 +164,10 @@ def _recall_heatmap(task: str, means: dict, counts: np.ndarray, n_splits: int, c
         for (i, j), v in np.ndenumerate(grid):
             ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
                     color="white" if v < 60 else "black")
-        ax.set_xticks(range(k))
+        _class_axis(ax, k, names)
+    else:
+        ax.set_xlabel("Class index")
     ax.set_yticks(range(m), [f"{ctx.labels[meth]} (n={n})" for meth, (_, n) in means.items()])
-    ax.set_xlabel("Class index")
     ax.grid(False)
     fig.colorbar(im, ax=ax, label="Recall on the test set (%)", fraction=0.03)
     return fig
@@ -172,7 +193,8 @@ def per_class_recall(ctx: Context) -> list[Path]:
                 stacked = np.stack([np.asarray(r, dtype=float) for r in rows.per_class_recall])
                 means[method] = (100 * stacked.mean(axis=0), len(rows))
         draw = _recall_lines if k <= MAX_CLASS_TICKS and len(means) <= MAX_LINES else _recall_heatmap
-        written += ctx.save(draw(task, means, counts, max(n_splits, 1), ctx), f"per_class_recall_{task}")
+        written += ctx.save(draw(task, means, counts, max(n_splits, 1), ctx, class_names(group, k)),
+                            f"per_class_recall_{task}")
     return written
 
 

@@ -217,3 +217,20 @@ def test_unfetchable_inputs_are_named_before_a_run(project, monkeypatch):
         import shutil
 
         shutil.rmtree(project / "data")
+
+
+def test_preflight_probes_the_proxy_a_download_would_use(monkeypatch):
+    """Where the network is reached only through a proxy, the start-up check connects to the proxy, as
+    `dfg fetch` does, rather than declaring every dataset unfetchable."""
+    from dfg.workflow.preflight import _probe_address
+
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    assert _probe_address("http://ufldl.stanford.edu/housenumbers/x.mat") == ("ufldl.stanford.edu", 80)
+    assert _probe_address("https://download.pytorch.org/models/r.pth") == ("download.pytorch.org", 443)
+    monkeypatch.setenv("http_proxy", "http://proxy.lab:3128")
+    monkeypatch.setenv("https_proxy", "proxy.lab:8080")
+    assert _probe_address("http://ufldl.stanford.edu/housenumbers/x.mat") == ("proxy.lab", 3128)
+    assert _probe_address("https://download.pytorch.org/models/r.pth") == ("proxy.lab", 8080)
+    monkeypatch.setenv("no_proxy", "stanford.edu")
+    assert _probe_address("http://ufldl.stanford.edu/housenumbers/x.mat") == ("ufldl.stanford.edu", 80)

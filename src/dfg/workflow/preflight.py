@@ -29,14 +29,25 @@ def check_buildable(plan: Plan) -> None:
 NETWORK_PROBE_TIMEOUT_S = 3.0
 
 
-def _reachable(url: str, timeout: float = NETWORK_PROBE_TIMEOUT_S) -> bool:
-    import socket
+def _probe_address(url: str) -> tuple[str | None, int]:
+    """Where a download of `url` connects first: the proxy that `dfg fetch` (urllib) would use for it
+    (http_proxy / https_proxy, unless no_proxy exempts the host), else the host itself."""
+    import urllib.request
     from urllib.parse import urlparse
 
     u = urlparse(url)
-    port = u.port or (443 if u.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(u.scheme)
+    if proxy and not urllib.request.proxy_bypass(u.hostname or ""):
+        p = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        return p.hostname, p.port or 80
+    return u.hostname, u.port or (443 if u.scheme == "https" else 80)
+
+
+def _reachable(url: str, timeout: float = NETWORK_PROBE_TIMEOUT_S) -> bool:
+    import socket
+
     try:
-        with socket.create_connection((u.hostname, port), timeout=timeout):
+        with socket.create_connection(_probe_address(url), timeout=timeout):
             return True
     except OSError:
         return False

@@ -10,7 +10,7 @@ TOOLS := .venv-tools
 PIP := pip==26.3
 PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: demo test lint venv lock clean-results
+.PHONY: demo test lint venv lock verify clean-results
 
 $(STAMP): pyproject.toml $(LOCK) scripts/check-lock.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# Do the committed results of a suite regenerate here? Reruns its runs into a scratch folder and compares
+# (README: Reproducing our numbers). `make verify SUITE=demo SELECT='fmnist-synth/dfg/*'` for a subset.
+SUITE ?= demo
+verify: $(STAMP)
+	$(BIN)/dfg --suite $(SUITE) verify $(if $(SELECT),--select '$(SELECT)')
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -39,8 +39,9 @@ MARKER = "DFG_PORTABLE_CPU"
 #: Set on the re-executed process: a second start that still lacks the settings is an error, not a loop.
 REEXEC_GUARD = "DFG_PORTABLE_REEXEC"
 #: The verbs whose numbers it pins: every one that computes floats we commit (fetch, prepare and split
-#: move bytes and integers; their outputs are checked by their hashes).
-VERBS = frozenset({"pretrain", "train", "evaluate", "bench", "verify", "aggregate", "figures"})
+#: move bytes and integers; their outputs are checked by their hashes). Not `bench`: it measures the
+#: speed of the libraries' own choices (the portable mode's cost is measured on whole runs, README).
+VERBS = frozenset({"pretrain", "train", "evaluate", "verify", "aggregate", "figures"})
 #: Variables dropped from the caller's environment: they would change a pinned library's arithmetic.
 DROPPED = ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_DEFAULT_FPMATH_MODE", "DNNL_DEFAULT_FPMATH_MODE", "MKL_CBWR_BRANCH")
 #: glibc's CPU features to hide from its variant selection (unknown names are ignored by glibc).

@@ -181,6 +181,11 @@ def test_tables_written_and_consistent(runs_dir: Path, tmp_path: Path, capsys) -
     assert dfg_row[5].strip() == "77.33 ± 0.58 (n=3)"                      # best evaluations: +3 points each
     assert dfg_row[3].strip() == "86.33 ± 1.53 (n=3)"                      # fmnist-synth, selected
     assert "(4 per run)" in md and "overstates" in md                    # the curve has 4 rows
+    with_sources = {**PARAMS, "tasks": {**PARAMS["tasks"], "svhn": {"paper_column": "svhn", "source": "lenet5-emnist"}},
+                    "sources": {"lenet5-emnist": {"dataset": "emnist"}}}
+    _run_verb(runs_dir, tmp_path / "with-sources", with_sources)
+    assert "Our source models: svhn transfers from lenet5-emnist (trained on emnist)." in \
+        (tmp_path / "with-sources" / "table.md").read_text()
     cb_row = lines[8].split("|")
     assert cb_row[6].strip() == aggregate.NO_RUNS                          # the paper has no CB-Focal
     tex = (out / "table.tex").read_text()

@@ -234,6 +234,19 @@ def paper_order_section(runs: pd.DataFrame, tasks: list[str], paper_columns: dic
     return "\n".join(lines), table
 
 
+def _sources(params: dict, tasks: list[str], paper_columns: dict[str, str | None]) -> str:
+    """Which source model each task beside a paper column transferred from: ours may differ from the
+    paper's (e.g. an offline stand-in for EMNIST-digits), which the reader must know."""
+    parts = []
+    for task in tasks:
+        src = params.get("tasks", {}).get(task, {}).get("source")
+        if paper_columns.get(task) and src:
+            scfg = params.get("sources", {}).get(src, {})
+            what = f"trained on {scfg['dataset']}" if scfg.get("dataset") else f"weights {scfg.get('weights', '?')}"
+            parts.append(f"{task} transfers from {src} ({what})")
+    return (" Our source models: " + "; ".join(parts) + ".") if parts else ""
+
+
 def write_tables(runs: pd.DataFrame, params: dict, out_dir: Path) -> dict[str, Path]:
     """Compute and write every table of the suite; return {name: path}."""
     agg = params.get("aggregate", {})
@@ -263,7 +276,8 @@ def write_tables(runs: pd.DataFrame, params: dict, out_dir: Path) -> dict[str, P
     every = params.get("train", {}).get("eval_every")
     evaluations = (f" ({'/'.join(map(str, evals))} per run" + (f", every {every} steps)" if every else ")")) if evals else ""
     md = [f"# Results of suite `{suite}`", "",
-          f"{_legend(metric, summary, any_paper, evaluations)} Seeds of this suite: {seeds}.", "",
+          (f"{_legend(metric, summary, any_paper, evaluations)} Seeds of this suite: {seeds}."
+           f"{_sources(params, tasks, paper_columns)}"), "",
           grid.to_markdown(index=False), "", *(paired_section(tests[r], reference, labels, r) for r in rules)]
     if order_md:
         md += ["", order_md]

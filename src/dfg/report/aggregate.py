@@ -274,7 +274,8 @@ def write_tables(runs: pd.DataFrame, params: dict, out_dir: Path) -> dict[str, P
     seeds = ", ".join(str(s) for s in run_params.get("seeds", [])) or "?"
     evals = sorted(set(runs.loc[runs.n_evaluations > 0, "n_evaluations"]))
     every = params.get("train", {}).get("eval_every")
-    evaluations = (f" ({'/'.join(map(str, evals))} per run" + (f", every {every} steps)" if every else ")")) if evals else ""
+    count = (f"{evals[0]}" if len(evals) == 1 else f"{evals[0]} to {evals[-1]}") if evals else ""
+    evaluations = (f" ({count} per run" + (f", every {every} steps)" if every else ")")) if evals else ""
     md = [f"# Results of suite `{suite}`", "",
           (f"{_legend(metric, summary, any_paper, evaluations)} Seeds of this suite: {seeds}."
            f"{_sources(params, tasks, paper_columns)}"), "",

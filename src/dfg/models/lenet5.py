@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from dfg.models.base import BACKBONES, BackboneInfo, SplitNet
+from dfg.models.pooling import MaxPool2x2
 
 INFO = BackboneInfo(
     input_size=32,
@@ -22,11 +23,11 @@ def build(num_classes: int) -> SplitNet:
     F = nn.Sequential()
     F.add_module("conv1", nn.Conv2d(1, 6, 5))
     F.add_module("relu1", nn.ReLU())
-    F.add_module("pool1", nn.MaxPool2d(2))
+    F.add_module("pool1", MaxPool2x2())  # nn.MaxPool2d(2), exact and faster on the CPU
     C = nn.Sequential()
     C.add_module("conv2", nn.Conv2d(6, 16, 5))
     C.add_module("relu2", nn.ReLU())
-    C.add_module("pool2", nn.MaxPool2d(2))
+    C.add_module("pool2", MaxPool2x2())  # nn.MaxPool2d(2), exact and faster on the CPU
     C.add_module("flatten", nn.Flatten())
     C.add_module("fc1", nn.Linear(400, 1024))
     C.add_module("relu3", nn.ReLU())

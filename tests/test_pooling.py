@@ -37,17 +37,42 @@ def test_nan_propagates_like_torch():
     assert int(torch.isnan(out).sum()) == 1
 
 
-def test_gradient_path_is_torchs_kernel():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradients_identical_to_torch_including_ties(dtype):
     """With a gradient, ties go where torch's kernel sends them (the first maximum of each window)."""
-    x = torch.ones(1, 1, 2, 2, requires_grad=True)  # one window, four tied inputs
+    x = torch.ones(1, 1, 2, 2, dtype=dtype, requires_grad=True)  # one window, four tied inputs
     MaxPool2x2()(x).sum().backward()
     assert x.grad.flatten().tolist() == [1.0, 0.0, 0.0, 0.0]
-    x2 = torch.randint(0, 3, (4, 6, 28, 28), generator=torch.Generator().manual_seed(5)).float()
-    a, b = x2.clone().requires_grad_(), x2.clone().requires_grad_()
-    gout = torch.randn(4, 6, 14, 14, generator=torch.Generator().manual_seed(6))
-    MaxPool2x2()(a).backward(gout)
-    nnf.max_pool2d(b, 2).backward(gout)
-    assert torch.equal(a.grad, b.grad)
+    for order in ([0, 1, 1, 0], [0, 0, 1, 1], [1, 0, 0, 1], [0, 1, 0, 1]):  # every pair of tied winners
+        x = torch.tensor(order, dtype=dtype).view(1, 1, 2, 2).requires_grad_()
+        MaxPool2x2()(x).sum().backward()
+        first = order.index(1)
+        assert x.grad.flatten().tolist() == [1.0 if i == first else 0.0 for i in range(4)]
+    g = torch.Generator().manual_seed(5)
+    for kind in ("ties", "normal"):
+        x2 = (torch.randint(0, 3, (4, 6, 28, 28), generator=g).float() if kind == "ties"
+              else torch.randn(4, 6, 28, 28, generator=g)).to(dtype)
+        a, b = x2.clone().requires_grad_(), x2.clone().requires_grad_()
+        gout = torch.randn(4, 6, 14, 14, generator=g).to(dtype)
+        out_a, out_b = MaxPool2x2()(a), nnf.max_pool2d(b, 2)
+        out_a.backward(gout)
+        out_b.backward(gout)
+        assert torch.equal(out_a, out_b) and torch.equal(a.grad, b.grad)
+
+
+def test_double_backward_identical_to_torch():
+    """A penalty on the input gradient (as a WGAN-GP critic would put through C) trains the same."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(0, 3, (2, 3, 8, 8), generator=g).float()
+    w = torch.randn(2, 3, 4, 4, generator=g)
+    grads = []
+    for pool in (MaxPool2x2(), nn.MaxPool2d(2)):
+        xi = x.clone().requires_grad_()
+        y = pool(xi * 2.0)
+        (gx,) = torch.autograd.grad((y.pow(2) * w).sum(), xi, create_graph=True)  # depends on x
+        gx.pow(2).sum().backward()
+        grads.append((gx.detach(), xi.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
 
 
 def test_odd_sizes_fall_back_to_torch():

@@ -149,3 +149,32 @@ def test_redrawing_gives_byte_identical_files(tmp_path: Path) -> None:
     assert any(n.endswith(".pdf") for n in names) and any(n.endswith(".svg") for n in names)
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_many_methods_split_learning_curves_into_two_panels(tmp_path: Path, monkeypatch) -> None:
+    """Beyond MAX_LINES methods: the paper's methods in one panel, the additions in another, with ORIGINAL
+    repeated dashed there as the reference; one shared accuracy axis."""
+    from dfg.report import figures_results
+
+    runs_dir = fabricate_runs(tmp_path, with_artefacts=False)
+    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}
+    ctx = figures.build_context(runs_dir, tmp_path / "fig", params)
+    drawn = []
+    monkeypatch.setattr(ctx, "save", lambda fig, name: drawn.append((name, fig)) or [])
+
+    def legend_texts(ax):
+        return [t.get_text() for t in ax.get_legend().get_texts()]
+
+    figures_results.learning_curves(ctx)                                  # 6 methods <= MAX_LINES: one panel
+    assert len(drawn[0][1].axes) == 1 and len(legend_texts(drawn[0][1].axes[0])) == 6
+    monkeypatch.setattr(figures_results, "MAX_LINES", 3)
+    drawn.clear()
+    figures_results.learning_curves(ctx)
+    name, fig = drawn[0]
+    left, right = fig.axes
+    assert name == "learning_curves_fmnist-synth" and left.get_shared_y_axes().joined(left, right)
+    assert [t.split(" (n=")[0] for t in legend_texts(left)] == [
+        "ORIGINAL", "FINE-TUNING", "DELTA", "DIFA + CMWGAN (reconstruction)", "DFG"]
+    assert legend_texts(right) == ["ORIGINAL (n=3) (reference)", "CB-Focal (n=1)"]  # fabricated: 1 cb_focal run
+    assert [line.get_linestyle() for line in right.get_lines()] == ["--", "-"]
+    assert left.get_ylabel() == "Test accuracy (%)" and right.get_xlabel() == "Training step"

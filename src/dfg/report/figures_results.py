@@ -29,9 +29,9 @@ MAX_MARKED_POINTS = 30   # learning curves with at most this many evaluations ge
 MAX_LINES = 8            # more methods than this: per-class recall as a heat map instead of lines
 
 
-def _legend_below(ax: plt.Axes, handles: list, labels: list[str]) -> None:
-    """Legend under the x-axis label, 3 columns; savefig's tight bounding box keeps it in the file."""
-    ax.legend(handles, labels, loc="upper center", ncol=min(len(labels), 3), frameon=False,
+def _legend_below(ax: plt.Axes, handles: list, labels: list[str], ncol: int = 3) -> None:
+    """Legend under the x-axis label, `ncol` columns; savefig's tight bounding box keeps it in the file."""
+    ax.legend(handles, labels, loc="upper center", ncol=min(len(labels), ncol), frameon=False,
               bbox_to_anchor=(0.5, -0.14))
 
 
@@ -209,31 +209,58 @@ def _curves(ctx: Context, task: str, method: str) -> list[pd.DataFrame]:
     return out
 
 
-def learning_curves(ctx: Context) -> list[Path]:
-    """One figure per task: test accuracy vs training step, mean over seeds (line) and min-max (band)."""
-    written = []
-    for task in ctx.tasks:
-        fig, ax = plt.subplots(figsize=(6.5, 4.4))
-        handles, labels = [], []
-        for method in ctx.methods:
-            curves = _curves(ctx, task, method)
-            if not curves:
-                continue
-            stats = pd.concat(curves).groupby("step")["test_accuracy"].agg(["mean", "min", "max"])
-            x = stats.index.to_numpy()
-            marker = "o" if len(x) <= MAX_MARKED_POINTS else None  # a one-point curve shows as a dot
-            (line,) = ax.plot(x, 100 * stats["mean"], lw=1.3, marker=marker, ms=3, color=ctx.colours[method])
+def _curve_panel(ax: plt.Axes, ctx: Context, task: str, methods: list[str], reference: str | None = None
+                 ) -> tuple[list, list[str]]:
+    """Mean test-accuracy curve over seeds (line) and min-max band of each method; `reference` (drawn
+    dashed, no band) is a method repeated from the other panel for comparison."""
+    handles, labels = [], []
+    for method in methods:
+        curves = _curves(ctx, task, method)
+        if not curves:
+            continue
+        stats = pd.concat(curves).groupby("step")["test_accuracy"].agg(["mean", "min", "max"])
+        x = stats.index.to_numpy()
+        marker = "o" if len(x) <= MAX_MARKED_POINTS else None  # a one-point curve shows as a dot
+        ref = method == reference
+        (line,) = ax.plot(x, 100 * stats["mean"], lw=1.0 if ref else 1.3, ls="--" if ref else "-", marker=marker,
+                          ms=3, color=ctx.colours[method])
+        if not ref:
             ax.fill_between(x, 100 * stats["min"], 100 * stats["max"], color=ctx.colours[method], alpha=0.15,
                             lw=0)
-            handles.append(line)
-            labels.append(f"{ctx.labels[method]} (n={len(curves)})")
-        if not handles:
-            plt.close(fig)
+        handles.append(line)
+        labels.append(f"{ctx.labels[method]} (n={len(curves)})" + (" (reference)" if ref else ""))
+    ax.set_xlabel("Training step")
+    return handles, labels
+
+
+def learning_curves(ctx: Context) -> list[Path]:
+    """One figure per task: test accuracy vs training step, mean over seeds (line) and min-max (band).
+    More than MAX_LINES methods: two panels sharing the accuracy axis, the paper's methods and the
+    additions, with ORIGINAL repeated dashed in the additions' panel as the common reference."""
+    written = []
+    for task in ctx.tasks:
+        present = [m for m in ctx.methods if _curves(ctx, task, m)]
+        if not present:
             log.info("learning curves of %s: skipped, no curves.csv", task)
             continue
-        ax.set_xlabel("Training step")
-        ax.set_ylabel("Test accuracy (%)")
-        ax.set_title(f"{task}: learning curves, mean over seeds (band = min to max)")
-        _legend_below(ax, handles, labels)
+        paper_methods = [m for m in present if not is_addition(m)]
+        additions = [m for m in present if is_addition(m)]
+        if len(present) > MAX_LINES and paper_methods and additions:
+            fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 4.8), sharey=True)
+            for ax, methods, title, reference in (
+                    (left, paper_methods, "the paper's methods", None),
+                    (right, (["original"] if "original" in paper_methods else []) + additions,
+                     "additions (not in the paper)", "original")):
+                handles, labels = _curve_panel(ax, ctx, task, methods, reference)
+                ax.set_title(title)
+                _legend_below(ax, handles, labels, ncol=2)
+            left.set_ylabel("Test accuracy (%)")
+            fig.suptitle(f"{task}: learning curves, mean over seeds (band = min to max)")
+        else:
+            fig, ax = plt.subplots(figsize=(6.5, 4.4))
+            handles, labels = _curve_panel(ax, ctx, task, present)
+            ax.set_ylabel("Test accuracy (%)")
+            ax.set_title(f"{task}: learning curves, mean over seeds (band = min to max)")
+            _legend_below(ax, handles, labels)
         written += ctx.save(fig, f"learning_curves_{task}")
     return written

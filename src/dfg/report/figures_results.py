@@ -209,15 +209,13 @@ def _curves(ctx: Context, task: str, method: str) -> list[pd.DataFrame]:
     return out
 
 
-def _curve_panel(ax: plt.Axes, ctx: Context, task: str, methods: list[str], reference: str | None = None
-                 ) -> tuple[list, list[str]]:
+def _curve_panel(ax: plt.Axes, ctx: Context, loaded: dict[str, list[pd.DataFrame]], methods: list[str],
+                 reference: str | None = None) -> tuple[list, list[str]]:
     """Mean test-accuracy curve over seeds (line) and min-max band of each method; `reference` (drawn
     dashed, no band) is a method repeated from the other panel for comparison."""
     handles, labels = [], []
     for method in methods:
-        curves = _curves(ctx, task, method)
-        if not curves:
-            continue
+        curves = loaded[method]
         stats = pd.concat(curves).groupby("step")["test_accuracy"].agg(["mean", "min", "max"])
         x = stats.index.to_numpy()
         marker = "o" if len(x) <= MAX_MARKED_POINTS else None  # a one-point curve shows as a dot
@@ -239,7 +237,8 @@ def learning_curves(ctx: Context) -> list[Path]:
     additions, with ORIGINAL repeated dashed in the additions' panel as the common reference."""
     written = []
     for task in ctx.tasks:
-        present = [m for m in ctx.methods if _curves(ctx, task, m)]
+        loaded = {m: c for m in ctx.methods if (c := _curves(ctx, task, m))}  # each curves.csv read once
+        present = list(loaded)
         if not present:
             log.info("learning curves of %s: skipped, no curves.csv", task)
             continue
@@ -251,14 +250,14 @@ def learning_curves(ctx: Context) -> list[Path]:
                     (left, paper_methods, "the paper's methods", None),
                     (right, (["original"] if "original" in paper_methods else []) + additions,
                      "additions (not in the paper)", "original")):
-                handles, labels = _curve_panel(ax, ctx, task, methods, reference)
+                handles, labels = _curve_panel(ax, ctx, loaded, methods, reference)
                 ax.set_title(title)
                 _legend_below(ax, handles, labels, ncol=2)
             left.set_ylabel("Test accuracy (%)")
             fig.suptitle(f"{task}: learning curves, mean over seeds (band = min to max)")
         else:
             fig, ax = plt.subplots(figsize=(6.5, 4.4))
-            handles, labels = _curve_panel(ax, ctx, task, present)
+            handles, labels = _curve_panel(ax, ctx, loaded, present)
             ax.set_ylabel("Test accuracy (%)")
             ax.set_title(f"{task}: learning curves, mean over seeds (band = min to max)")
             _legend_below(ax, handles, labels)

@@ -11,12 +11,14 @@ import logging
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
 from matplotlib import image as mpimg
 
 from dfg import DfgError
 from dfg.report import aggregate, figures
-from dfg.report.figures_features import tsne_perplexity
+from dfg.report.figures_features import feature_statistics, tsne_perplexity
 from test_report_aggregate import PARAMS, fabricate_runs
 
 TASKS = ("fmnist-synth", "svhn")
@@ -45,7 +47,11 @@ def drawn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_every_figure_in_every_format(drawn: tuple[Path, str]) -> None:
     out, stdout = drawn
     expected = {f"{name}.{fmt}" for name in ALL for fmt in PARAMS["figures"]["formats"]}
+    expected.add("generated_features.csv")
     assert {p.name for p in out.iterdir()} == expected                     # nothing else, no temp files
+    table = pd.read_csv(out / "generated_features.csv")                    # every seed with artefacts
+    assert sorted(set(table.method)) == ["dfg", "difa_cmwgan"] and sorted(set(table.task)) == list(TASKS)
+    assert len(table) == len(TASKS) * 2 * len(PARAMS["run"]["seeds"])
     for name in ALL:
         assert (out / f"{name}.png").stat().st_size > MIN_PNG_BYTES, name
         assert (out / f"{name}.pdf").stat().st_size > MIN_PDF_BYTES, name
@@ -73,7 +79,7 @@ def test_missing_inputs_are_skipped_not_errors(tmp_path: Path, caplog: pytest.Lo
     with caplog.at_level(logging.INFO, logger="dfg.report"):
         assert _run(runs_dir, tmp_path / "fig", params) == 0
     names = {p.stem for p in (tmp_path / "fig").iterdir()}
-    assert names == {"accuracy", *(f"{n}_{t}" for n in ("per_class_recall", "learning_curves", "tsne")
+    assert names == {"accuracy", "generated_features", *(f"{n}_{t}" for n in ("per_class_recall", "learning_curves", "tsne")
                                    for t in TASKS)}
     assert "attention of svhn: skipped, no dfg artefacts.pt" in caplog.text
 
@@ -178,3 +184,26 @@ def test_many_methods_split_learning_curves_into_two_panels(tmp_path: Path, monk
     assert legend_texts(right) == ["ORIGINAL (n=3) (reference)", "CB-Focal (n=1)"]  # fabricated: 1 cb_focal run
     assert [line.get_linestyle() for line in right.get_lines()] == ["--", "-"]
     assert left.get_ylabel() == "Test accuracy (%)" and right.get_xlabel() == "Training step"
+
+
+def test_feature_statistics_on_a_hand_computed_case() -> None:
+    """Two classes in 2-D. Real class 0 at (0,0),(2,0) (mean (1,0), spread 1); class 1 at (10,0),(10,4)
+    (mean (10,2), spread 2). Generated class 0 at (1,3) twice (spread 0, gap 3); class 1 at (9,2),(11,2)
+    (spread 1, gap 0); one generated class-0 point is labelled 1 below, to test the nearest-mean share."""
+    feats = {"real": torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [10.0, 4.0]]),
+             "real_labels": torch.tensor([0, 0, 1, 1]),
+             "generated": torch.tensor([[1.0, 3.0], [1.0, 3.0], [9.0, 2.0], [11.0, 2.0], [-1.0, 0.0]]),
+             "generated_labels": torch.tensor([0, 0, 1, 1, 2])}          # class 2 has no real features
+    s = feature_statistics(feats)
+    assert s["classes"] == 2
+    assert s["real_spread"] == pytest.approx(1.5)                 # (1 + 2) / 2
+    assert s["generated_spread"] == pytest.approx(0.5)            # (0 + 1) / 2
+    assert s["spread_ratio"] == pytest.approx(1 / 3)
+    assert s["class_gap"] == pytest.approx(1.5)                   # (3 + 0) / 2
+    assert s["gap_over_spread"] == pytest.approx(1.0)
+    assert s["nearest_mean_match"] == pytest.approx(1.0)          # (1,3) is nearer (1,0) than (10,2)
+    assert s["real_negative"] == 0.0 and s["generated_negative"] == pytest.approx(1 / 10)
+    feats["generated_labels"] = torch.tensor([0, 1, 1, 1, 2])     # (1,3) labelled 1: nearest mean is class 0
+    assert feature_statistics(feats)["nearest_mean_match"] == pytest.approx(3 / 4)
+    with pytest.raises(ValueError, match="no class has both"):
+        feature_statistics({**feats, "generated_labels": torch.tensor([2, 2, 2, 2, 2])})

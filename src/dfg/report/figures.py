@@ -5,7 +5,8 @@ figures.formats at figures.dpi:
 - accuracy.*                    top-1 accuracy, methods x tasks, error bars = std over seeds, n annotated;
 - per_class_recall_<task>.*     recall of every class per method (mean over seeds), minority classes shaded;
 - learning_curves_<task>.*      test accuracy vs step, mean over seeds and min-max band, one line per method;
-- tsne_<task>.*                 t-SNE of real vs generated minority-class features (dfg, difa_cmwgan);
+- tsne_<task>.*                 t-SNE of real vs generated minority-class features (dfg, difa_cmwgan, smote_feat);
+- generated_features.csv        the same comparison in numbers, every seed (spread, class-mean gap, ...);
 - attention_<task>.*            DFG's class attention (classes x channels) at the last recorded step;
 - attention_training_<task>.*   the attention at several recorded steps and its distance to the final one.
 A figure whose inputs are absent (e.g. no dfg run, no artefacts.pt) is skipped with a log line. The list of
@@ -110,7 +111,8 @@ def draw_all(ctx: Context) -> list[Path]:
 
     drawers: list[Callable[[Context], list[Path]]] = [
         figures_results.accuracy_bars, figures_results.per_class_recall, figures_results.learning_curves,
-        figures_features.tsne, figures_features.attention,
+        figures_features.tsne, figures_features.generated_features_table,
+        figures_features.attention,
     ]
     written: list[Path] = []
     with plt.rc_context(STYLE):

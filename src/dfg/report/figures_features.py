@@ -1,5 +1,6 @@
 """Figures of the artefacts of feature-generating methods (artefacts.pt, docs/architecture.md): t-SNE of
-real vs generated minority-class features, and DFG's class-attention matrices (see figures.py)."""
+real vs generated minority-class features, the same comparison in numbers for every seed
+(generated_features.csv), and DFG's class-attention matrices (see figures.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
-from dfg.utils.io import load_torch
+from dfg.utils.io import atomic_path, load_torch
 
 if TYPE_CHECKING:  # pragma: no cover
     from dfg.report.figures import Context
 
 log = logging.getLogger(__name__)
 
-#: Methods that write generated features (architecture.md, artefacts.pt).
-GENERATING_METHODS = ("dfg", "difa_cmwgan")
+#: Methods that write generated features (architecture.md, artefacts.pt): two GANs and, as the reference
+#: they are up against, SMOTE's interpolations of real features.
+GENERATING_METHODS = ("dfg", "difa_cmwgan", "smote_feat")
 MAX_CLASS_TICKS = 30
 TSNE_THREADS = 1
 
@@ -113,6 +116,61 @@ def tsne(ctx: Context) -> list[Path]:
         fig.tight_layout()
         written += ctx.save(fig, f"tsne_{task}")
     return written
+
+
+def feature_statistics(feats: dict) -> dict[str, float]:
+    """Real vs generated features of the classes present in both, in F's output space (flattened):
+    - real_spread / generated_spread: mean distance of a feature to its class mean, averaged over classes;
+    - spread_ratio: generated_spread / real_spread (well below 1: the generator collapses within a class);
+    - class_gap: distance between a class's real and generated means, averaged over classes;
+      gap_over_spread = class_gap / real_spread (above 1: generated classes sit outside the real ones);
+    - nearest_mean_match: share of generated features whose nearest real class mean is their own class;
+    - real_negative / generated_negative: share of entries below 0 (F's outputs end in a ReLU here)."""
+    real = feats["real"].double().flatten(1).numpy()
+    gen = feats["generated"].double().flatten(1).numpy()
+    ry, gy = feats["real_labels"].numpy(), feats["generated_labels"].numpy()
+    classes = sorted(set(ry.tolist()) & set(gy.tolist()))
+    if not classes:
+        raise ValueError("no class has both real and generated features")
+    means = np.stack([real[ry == c].mean(axis=0) for c in classes])
+    real_sp, gen_sp, gaps = [], [], []
+    for i, c in enumerate(classes):
+        g = gen[gy == c]
+        real_sp.append(np.linalg.norm(real[ry == c] - means[i], axis=1).mean())
+        gen_sp.append(np.linalg.norm(g - g.mean(axis=0), axis=1).mean())
+        gaps.append(np.linalg.norm(g.mean(axis=0) - means[i]))
+    keep = np.isin(gy, classes)
+    dist = np.linalg.norm(gen[keep, None, :] - means[None, :, :], axis=2)   # [n_generated, n_classes]
+    nearest = np.asarray(classes)[dist.argmin(axis=1)]
+    real_spread, gen_spread, gap = (float(np.mean(v)) for v in (real_sp, gen_sp, gaps))
+    return {"classes": len(classes), "real_spread": real_spread, "generated_spread": gen_spread,
+            "spread_ratio": gen_spread / real_spread if real_spread > 0 else float("nan"),
+            "class_gap": gap, "gap_over_spread": gap / real_spread if real_spread > 0 else float("nan"),
+            "nearest_mean_match": float((nearest == gy[keep]).mean()),
+            "real_negative": float((real < 0).mean()), "generated_negative": float((gen < 0).mean())}
+
+
+def generated_features_table(ctx: Context) -> list[Path]:
+    """generated_features.csv: feature_statistics of every run (task, generating method, seed) that has
+    artefacts.pt; the t-SNE shows one seed, this table all of them."""
+    rows = []
+    runs = ctx.runs[ctx.runs.method.isin(GENERATING_METHODS)]
+    for task in ctx.tasks:
+        for method in ctx.methods:
+            for _, row in runs[(runs.task == task) & (runs.method == method)].sort_values("seed").iterrows():
+                path = ctx.run_dir(row) / "artefacts.pt"
+                if path.is_file():
+                    feats = load_torch(path).get("features")
+                    if feats is not None:
+                        rows.append({"task": task, "method": method, "seed": int(row["seed"]),
+                                     **feature_statistics(feats)})
+    if not rows:
+        log.info("generated_features.csv: skipped, no artefacts.pt of %s", " or ".join(GENERATING_METHODS))
+        return []
+    path = ctx.out_dir / "generated_features.csv"
+    with atomic_path(path, suffix=".csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f")
+    return [path]
 
 
 def _class_ticks(ax: plt.Axes, k: int, minority: set[int], names: list[str]) -> None:

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import os
 import socket
 import tarfile
@@ -564,3 +565,19 @@ def test_cli_fetch_fashion_mnist_without_network_fails_fast(tmp_path, monkeypatc
         assert f"{f.name} <- {f.urls[0]}" in err[0]
     assert f"place them in {raw} or {tmp_path / 'empty-mirror' / 'fashion-mnist'}" in err[0]
     assert listing(raw) == []
+
+
+def test_progress_lines_without_a_terminal(tmp_path, params, origin, monkeypatch, caplog):
+    """In a log file (no terminal, so no tqdm bar) the transfer reports its size, share and rate; here a
+    line after every block (PROGRESS_EVERY_S = 0), and one line when the file is verified."""
+    monkeypatch.setattr(download, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(download, "CHUNK", 64 * 1024)                    # several blocks of the 300 kB file
+    rf = RemoteFile(NAME, (origin.add(NAME, DATA),), md5=md5(DATA))
+    with caplog.at_level(logging.INFO, logger="dfg.data.download"):
+        fetch_one(tmp_path, params, rf)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dfg.data.download"]
+    assert lines[0] == f"downloading {NAME} from {rf.urls[0]}"
+    progress = [m for m in lines if " of 0.3 MB (" in m]
+    assert progress and all(m.startswith(f"{NAME}: ") and m.endswith(" MB/s") for m in progress)
+    assert progress[-1].startswith(f"{NAME}: 0.3 MB of 0.3 MB (100 %)")
+    assert lines[-1].startswith(f"{NAME}: 0.3 MB downloaded and verified in ")

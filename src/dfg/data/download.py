@@ -6,7 +6,8 @@ Order for each file of a dataset (or of a weights entry):
    name of the spec -> copied (atomically) into the output folder;
 3. downloaded from each official URL in turn into a temporary file next to the destination, renamed onto
    the official name only once verified: a checksum, or for a file without one (CINIC-10) its size when
-   known and an archive readable to its end.
+   known and an archive readable to its end. On a terminal a tqdm bar shows the transfer; without one
+   (Snakemake's log files) a line every PROGRESS_EVERY_S gives the size so far, the share and the rate.
 
 What real servers do, and what happens then (`fetch.retries`, `fetch.timeout_s`):
 - stall (no byte for timeout_s) or drop the connection mid-transfer: the bytes received stay in the
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "fetched.json"  # written last by `dfg fetch`: the single output Snakemake can depend on
 CHUNK = 1 << 20
+PROGRESS_EVERY_S = 60.0  # without a terminal (Snakemake's log files) a progress line this often
 USER_AGENT = "dfg-fetch/0.1 (+python urllib)"  # some servers refuse urllib's default agent
 BACKOFF_S = 1.0  # wait before the k-th retry in a row without progress is k * BACKOFF_S
 MAX_RESUMES = 100  # resumed attempts per URL: bounds a server that sends a little, then stalls, forever
@@ -196,6 +198,31 @@ def _request(url: str, offset: int, timeout_s: float) -> http.client.HTTPRespons
         raise _NoAnswer(f"no answer within {timeout_s:g} s") from None
 
 
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+class _Progress:
+    """Log lines for a transfer without a terminal: at most one per PROGRESS_EVERY_S, with the size so far,
+    the share of the file when its size is known, and the rate of this attempt."""
+
+    def __init__(self, name: str, total: int | None, offset: int) -> None:
+        self.name, self.total, self.offset = name, total, offset
+        self.start = self.last = time.monotonic()
+
+    def update(self, size: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        rate = (size - self.offset) / max(now - self.start, 1e-9) / 1e6
+        if self.total:
+            log.info("%s: %s of %s (%.0f %%) at %.1f MB/s", self.name, _megabytes(size), _megabytes(self.total),
+                     100 * size / self.total, rate)
+        else:
+            log.info("%s: %s so far at %.1f MB/s", self.name, _megabytes(size), rate)
+
+
 def _receive(resp: http.client.HTTPResponse, tmp: Path, rf: RemoteFile, offset: int) -> None:
     """Write the body of `resp` into `tmp`, which holds `offset` bytes from earlier attempts: appended
     after a 206 that starts there, from zero after a 200. Raises _BadAnswer for what is not the file,
@@ -226,6 +253,8 @@ def _receive(resp: http.client.HTTPResponse, tmp: Path, rf: RemoteFile, offset: 
         raise _BadAnswer(f"the server announces {total} bytes, expected {rf.size}")
     with open(tmp, "r+b") as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=rf.name,
                                        disable=None) as bar:
+        # tqdm draws only on a terminal; in a log file a line every PROGRESS_EVERY_S says how it goes
+        progress = None if not bar.disable else _Progress(rf.name, total, offset)
         out.truncate(offset)
         out.seek(offset)
         if offset == 0:
@@ -237,6 +266,8 @@ def _receive(resp: http.client.HTTPResponse, tmp: Path, rf: RemoteFile, offset: 
         while block := resp.read1(CHUNK):  # read1: what has arrived, so a stall loses nothing received
             out.write(block)
             bar.update(len(block))
+            if progress is not None:
+                progress.update(out.tell())
         size = out.tell()
     if size == 0:
         raise _BadAnswer("an empty answer")
@@ -307,8 +338,11 @@ def download_verified(rf: RemoteFile, dest: Path, retries: int, timeout_s: float
             if host in unreachable:
                 continue
             try:
-                log.debug("downloading %s from %s", rf.name, url)
+                log.info("downloading %s from %s", rf.name, url)
+                t0 = time.monotonic()
                 _from_url(url, tmp, rf, retries, timeout_s)
+                log.info("%s: %s downloaded and verified in %.0f s", rf.name, _megabytes(tmp.stat().st_size),
+                         time.monotonic() - t0)
                 return url  # leaving the block normally renames the verified file onto `dest`
             except NetworkUnavailable as e:
                 unreachable[host] = str(e)

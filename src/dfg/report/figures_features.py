@@ -126,8 +126,9 @@ def feature_statistics(feats: dict) -> dict[str, float]:
       gap_over_spread = class_gap / real_spread (above 1: generated classes sit outside the real ones);
     - nearest_mean_match: share of generated features whose nearest real class mean is their own class;
     - real_negative / generated_negative: share of entries below 0 (F's outputs end in a ReLU here)."""
-    real = feats["real"].double().flatten(1).numpy()
-    gen = feats["generated"].double().flatten(1).numpy()
+    # float32 and one class at a time: ResNet-50's features have 802 816 dims (200 x that is 640 MB)
+    real = feats["real"].float().flatten(1).numpy()
+    gen = feats["generated"].float().flatten(1).numpy()
     ry, gy = feats["real_labels"].numpy(), feats["generated_labels"].numpy()
     classes = sorted(set(ry.tolist()) & set(gy.tolist()))
     if not classes:
@@ -140,9 +141,9 @@ def feature_statistics(feats: dict) -> dict[str, float]:
         gen_sp.append(np.linalg.norm(g - g.mean(axis=0), axis=1).mean())
         gaps.append(np.linalg.norm(g.mean(axis=0) - means[i]))
     keep = np.isin(gy, classes)
-    dist = np.linalg.norm(gen[keep, None, :] - means[None, :, :], axis=2)   # [n_generated, n_classes]
+    dist = np.stack([np.linalg.norm(gen[keep] - m, axis=1) for m in means], axis=1)  # [n_generated, n_classes]
     nearest = np.asarray(classes)[dist.argmin(axis=1)]
-    real_spread, gen_spread, gap = (float(np.mean(v)) for v in (real_sp, gen_sp, gaps))
+    real_spread, gen_spread, gap = (float(np.mean(v, dtype=np.float64)) for v in (real_sp, gen_sp, gaps))
     return {"classes": len(classes), "real_spread": real_spread, "generated_spread": gen_spread,
             "spread_ratio": gen_spread / real_spread if real_spread > 0 else float("nan"),
             "class_gap": gap, "gap_over_spread": gap / real_spread if real_spread > 0 else float("nan"),

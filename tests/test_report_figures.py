@@ -123,7 +123,13 @@ def test_many_methods_switch_per_class_recall_to_heat_map(tmp_path: Path, monkey
     # and on the line plot too
     monkeypatch.setattr(figures_results, "MAX_LINES", 8)
     figures_results.per_class_recall(ctx)
-    assert [t.get_text() for t in drawn[-1][1].axes[0].get_xticklabels()][-1] == "Ankle boot"
+    ax = drawn[-1][1].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "Ankle boot"
+    # the legend sits wholly below the slanted class names and the axis label (it once overlapped "Class")
+    renderer = ax.figure.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    below = [ax.xaxis.label, *ax.get_xticklabels()]
+    assert legend.y1 < min(t.get_window_extent(renderer).y0 for t in below)
 
 
 def test_single_attention_step_draws_heat_map_but_no_evolution(tmp_path: Path, caplog) -> None:

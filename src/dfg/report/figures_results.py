@@ -27,12 +27,15 @@ MINORITY_SHADE = 0.35    # grey alpha of a class that is minority in every seed
 MAX_CLASS_TICKS = 30     # label every class on the x axis up to this many classes
 MAX_MARKED_POINTS = 30   # learning curves with at most this many evaluations get point markers
 MAX_LINES = 8            # more methods than this: per-class recall as a heat map instead of lines
+LEGEND_GAP = 0.03        # space between the x-axis label and a legend below it (axes fraction)
 
 
 def _legend_below(ax: plt.Axes, handles: list, labels: list[str], ncol: int = 3) -> None:
-    """Legend under the x-axis label, `ncol` columns; savefig's tight bounding box keeps it in the file."""
+    """Legend under everything drawn below the axes (tick labels, slanted class names, the x-axis label),
+    `ncol` columns; savefig's tight bounding box keeps it in the file. Call it after the x axis is set."""
+    box = ax.get_tightbbox(ax.figure.canvas.get_renderer()).transformed(ax.transAxes.inverted())
     ax.legend(handles, labels, loc="upper center", ncol=min(len(labels), ncol), frameon=False,
-              bbox_to_anchor=(0.5, -0.14))
+              bbox_to_anchor=(0.5, box.y0 - LEGEND_GAP))
 
 
 def accuracy_bars(ctx: Context) -> list[Path]:

@@ -259,3 +259,19 @@ def test_errors_are_clear(tmp_path: Path, runs_dir: Path) -> None:
     with pytest.raises(DfgError, match="unknown metric 'top5'"):
         _run_verb(runs_dir, tmp_path / "o", {**PARAMS, "aggregate": {"metric_table": "top5"}})
     assert not (tmp_path / "o").exists()                  # nothing half-written on an error
+
+
+def test_paper_order_without_paired_seeds_is_not_a_verdict() -> None:
+    """A pair whose runs share no seed has no difference: "holds" is "—", not "no"."""
+    rows = [("dfg", 0, 0.80), ("dfg", 1, 0.82), ("delta", 2, 0.79), ("delta", 3, 0.81),
+            ("difa_cmwgan", 0, 0.81), ("difa_cmwgan", 1, 0.80), ("original", 0, 0.79), ("original", 1, 0.80)]
+    runs = pd.DataFrame([{"task": "t", "method": m, "seed": s, "accuracy": a, "test_selected_accuracy": a}
+                         for m, s, a in rows])
+    md, table = aggregate.paper_order_section(runs, ["t"], {"t": "svhn"}, {}, "s")
+    # SVHN's reported order: DFG 80.81 > DELTA 78.47 > DIFA 76.64 > ORIGINAL 76.57
+    assert list(zip(table.reference, table.method, table.n_pairs, strict=True))[::2] == [
+        ("dfg", "delta", 0), ("delta", "difa_cmwgan", 0), ("difa_cmwgan", "original", 2)]
+    verdict = {ln.split("|")[1].strip(): ln.split("|")[-2].strip() for ln in md.splitlines()
+               if ln.startswith("| ") and " > " in ln}
+    assert verdict == {"dfg > delta": "—", "delta > difa_cmwgan": "—", "difa_cmwgan > original": "yes"}
+    assert table.mean_diff.iloc[4] == pytest.approx(0.01)                  # (0.02 + 0.00) / 2

@@ -218,8 +218,8 @@ def paper_order_section(runs: pd.DataFrame, tasks: list[str], paper_columns: dic
         lines += [f"## The paper's order on {paper.PAPER_COLUMNS[col]} ({task}): {chain}", "",
                   ("Each pair: the method the paper reports higher minus the one it reports next, on our runs "
                    "paired by seed, under both rules (final step; selected on the test set, optimistic). "
-                   "\"holds\" = our mean difference has the paper's sign; the p-values say how surely "
-                   "(same tests and caveats as above)."), ""]
+                   "\"holds\" = our mean difference has the paper's sign (— where no seed has both runs); the "
+                   "p-values say how surely (same tests and caveats as above)."), ""]
         view = pd.DataFrame({
             "pair": [f"{labels.get(h, h)} > {labels.get(lo, lo)}" for h, lo in zip(g.reference, g.method, strict=True)],
             "rule": [FINAL if r == "accuracy" else "selected on the test set" for r in g.metric],
@@ -228,7 +228,7 @@ def paper_order_section(runs: pd.DataFrame, tasks: list[str], paper_columns: dic
             "n pairs": g.n_pairs,
             "t-test p": [f"{p:.3g}" if not math.isnan(p) else NO_RUNS for p in g.t_pvalue],
             "Wilcoxon p": [f"{p:.3g}" if not math.isnan(p) else NO_RUNS for p in g.wilcoxon_pvalue],
-            "holds": ["yes" if d > 0 else "no" for d in g.mean_diff],
+            "holds": ["yes" if d > 0 else "no" if d <= 0 else NO_RUNS for d in g.mean_diff],  # NaN: no pairs
         })
         lines += [view.to_markdown(index=False, disable_numparse=True), ""]
     return "\n".join(lines), table

@@ -213,3 +213,29 @@ def test_feature_statistics_on_a_hand_computed_case() -> None:
     assert feature_statistics(feats)["nearest_mean_match"] == pytest.approx(3 / 4)
     with pytest.raises(ValueError, match="no class has both"):
         feature_statistics({**feats, "generated_labels": torch.tensor([2, 2, 2, 2, 2])})
+
+
+def test_run_from_another_run_continues_its_curve(tmp_path: Path, monkeypatch) -> None:
+    """cRT starts from the FINE-TUNING run of its seed: its curve is drawn after that run's 300 steps,
+    and the legend says so."""
+    import json
+
+    from dfg.report import figures_results
+
+    runs_dir = fabricate_runs(tmp_path, with_artefacts=False)
+    src, dst = runs_dir / "fmnist-synth" / "cb_focal" / "seed0", runs_dir / "fmnist-synth" / "crt" / "seed0"
+    dst.mkdir(parents=True)
+    metrics = json.loads((src / "metrics.json").read_text())
+    (dst / "metrics.json").write_text(json.dumps({**metrics, "method": "crt", "label": "cRT", "steps": 150}))
+    (dst / "curves.csv").write_text("step,test_accuracy\n100,0.60\n150,0.65\n")
+    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}
+    ctx = figures.build_context(runs_dir, tmp_path / "fig", params)
+    drawn = []
+    monkeypatch.setattr(ctx, "save", lambda fig, name: drawn.append((name, fig)) or [])
+    figures_results.learning_curves(ctx)
+    ax = drawn[0][1].axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    line = ax.get_lines()[texts.index("cRT (n=1), after FINE-TUNING")]
+    assert list(line.get_xdata()) == [400, 450] and list(line.get_ydata()) == pytest.approx([60.0, 65.0])
+    finetune = ax.get_lines()[[t.split(" (n=")[0] for t in texts].index("FINE-TUNING")]
+    assert list(finetune.get_xdata()) == [0, 100, 200, 300]                  # unshifted

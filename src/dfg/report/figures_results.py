@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -201,6 +202,25 @@ def per_class_recall(ctx: Context) -> list[Path]:
     return written
 
 
+def init_run(method: str) -> str | None:
+    """The method whose run of the same seed this one starts from (cRT, feature SMOTE: FINE-TUNING)."""
+    from dfg.methods import METHODS
+
+    return METHODS.get(method).init_from_run if method in METHODS.names() else None
+
+
+def _start_step(ctx: Context, task: str, method: str, seed: int) -> int:
+    """Steps already trained when a run began: a run that starts from another run of its seed continues
+    that run's curve, so its x axis counts both (that run's steps, else the suite's train.steps)."""
+    init = init_run(method)
+    if init is None:
+        return 0
+    rows = ctx.runs[(ctx.runs.task == task) & (ctx.runs.method == init) & (ctx.runs.seed == seed)]
+    if len(rows):
+        return int(json.loads(Path(rows.iloc[0]["path"]).read_text())["steps"])
+    return int(ctx.params.get("train", {}).get("steps", 0))
+
+
 def _curves(ctx: Context, task: str, method: str) -> list[pd.DataFrame]:
     out = []
     for _, row in ctx.runs[(ctx.runs.task == task) & (ctx.runs.method == method)].iterrows():
@@ -208,7 +228,8 @@ def _curves(ctx: Context, task: str, method: str) -> list[pd.DataFrame]:
         if path.is_file():
             df = pd.read_csv(path)
             if {"step", "test_accuracy"} <= set(df.columns) and len(df):
-                out.append(df[["step", "test_accuracy"]].assign(seed=row["seed"]))
+                df = df[["step", "test_accuracy"]].assign(seed=row["seed"])
+                out.append(df.assign(step=df.step + _start_step(ctx, task, method, row["seed"])))
     return out
 
 
@@ -229,7 +250,9 @@ def _curve_panel(ax: plt.Axes, ctx: Context, loaded: dict[str, list[pd.DataFrame
             ax.fill_between(x, 100 * stats["min"], 100 * stats["max"], color=ctx.colours[method], alpha=0.15,
                             lw=0)
         handles.append(line)
-        labels.append(f"{ctx.labels[method]} (n={len(curves)})" + (" (reference)" if ref else ""))
+        init = init_run(method)
+        labels.append(f"{ctx.labels[method]} (n={len(curves)})" + (" (reference)" if ref else "")
+                      + (f", after {ctx.labels.get(init, init)}" if init else ""))
     ax.set_xlabel("Training step")
     return handles, labels
 

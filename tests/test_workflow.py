@@ -123,6 +123,38 @@ def test_committed_dvc_yaml_is_not_stale():
     r = subprocess.run(check=False, args=[str(BIN / "dfg"), "dvc-yaml", "--check"], cwd=ROOT, env=env(), capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr
+    for sub in sorted(ROOT.glob("results/*/dvc.yaml")):                   # committed suites' own pipelines
+        r = subprocess.run(check=False, args=[str(BIN / "dfg"), "--suite", sub.parent.name, "dvc-yaml", "--check"],
+                           cwd=ROOT, env=env(), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+
+def test_other_suite_gets_its_own_pipeline_file(project):
+    """A suite other than params.yaml's: results/<suite>/dvc.yaml, stages run from the root, and no stage
+    for an output the root dvc.yaml already declares (DVC refuses an output made by two stages)."""
+    dfg = str(BIN / "dfg")
+    r = subprocess.run([dfg, "--suite", "tiny", "dvc-yaml"], check=True, cwd=project, env=env(), capture_output=True,
+                       text=True)
+    assert "wrote results/tiny/dvc.yaml" in r.stdout
+    text = (project / "results/tiny/dvc.yaml").read_text()
+    doc, root = yaml.safe_load(text), yaml.safe_load((project / "dvc.yaml").read_text())
+    assert "#   dfg --suite tiny dvc-yaml\n" in text
+    assert {s["wdir"] for s in doc["stages"].values()} == {"../.."}
+    assert doc["plots"] == ["figures"]                                    # top-level plots: from the file's folder
+
+    def outputs(stages: dict) -> set[str]:
+        return {next(iter(o)) if isinstance(o, dict) else o
+                for s in stages.values() for k in ("outs", "metrics", "plots") for o in s.get(k, [])}
+
+    assert not outputs(doc["stages"]) & outputs(root["stages"])
+    assert "prepare_synthdigits" in root["stages"] and "prepare_synthdigits" not in doc["stages"]
+    assert "prepare_sklearn-digits" in doc["stages"] and "train_digits-tiny_dfg_seed0" in doc["stages"]
+    ok = subprocess.run([dfg, "--suite", "tiny", "dvc-yaml", "--check"], check=False, cwd=project, env=env(),
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    outside = subprocess.run([dfg, "--suite", "tiny", "dvc-yaml", "--out", str(project.parent / "dvc.yaml")],
+                             check=False, cwd=project, env=env(), capture_output=True, text=True)
+    assert outside.returncode == 2 and "outside the project" in outside.stderr
 
 
 def test_dvc_yaml_check_fails_on_a_stale_file(project):

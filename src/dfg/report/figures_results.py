@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -216,8 +215,8 @@ def _start_step(ctx: Context, task: str, method: str, seed: int) -> int:
     if init is None:
         return 0
     rows = ctx.runs[(ctx.runs.task == task) & (ctx.runs.method == init) & (ctx.runs.seed == seed)]
-    if len(rows):
-        return int(json.loads(Path(rows.iloc[0]["path"]).read_text())["steps"])
+    if len(rows) and pd.notna(rows.iloc[0]["steps"]):
+        return int(rows.iloc[0]["steps"])
     return int(ctx.params.get("train", {}).get("steps", 0))
 
 

@@ -74,7 +74,7 @@ def curve_accuracies(path: Path) -> list[float]:
 
 def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run: task, method, seed, label, addition, path, the scalar metrics (NaN where a run
-    lacks one; SELECTED from its curves.csv), the per-run lists of LIST_KEYS, n_evaluations and dataset. Two files for the same (task, method, seed) are an
+    lacks one; SELECTED from its curves.csv), the per-run lists of LIST_KEYS, n_evaluations, dataset and steps. Two files for the same (task, method, seed) are an
     error, since averaging them would count one seed twice."""
     rows = []
     for path in find_metrics(paths):
@@ -95,9 +95,10 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
         row[SELECTED] = max([row["accuracy"], *curve])
         row["n_evaluations"] = len(curve)
         row["dataset"] = m.get("dataset")
+        row["steps"] = m.get("steps")
         rows.append(row)
     columns = ["task", "method", "seed", "label", "addition", "path", *SCALAR_METRICS, *LIST_KEYS, "n_evaluations",
-               "dataset"]
+               "dataset", "steps"]
     runs = pd.DataFrame(rows, columns=columns)
     dup = runs[runs.duplicated(["task", "method", "seed"], keep=False)]
     if len(dup):

@@ -239,3 +239,62 @@ def test_run_from_another_run_continues_its_curve(tmp_path: Path, monkeypatch) -
     assert list(line.get_xdata()) == [400, 450] and list(line.get_ydata()) == pytest.approx([60.0, 65.0])
     finetune = ax.get_lines()[[t.split(" (n=")[0] for t in texts].index("FINE-TUNING")]
     assert list(finetune.get_xdata()) == [0, 100, 200, 300]                  # unshifted
+
+
+def test_untrained_steps_are_drawn_dotted_and_labelled(tmp_path: Path, monkeypatch) -> None:
+    """DIFA trains no classifier in its generator phase (generator_fraction 0.5 of 300 steps = 150): its
+    evaluation at step 100 is drawn dotted up to the first trained one (200), the mean line and band
+    start at 200, and its legend entry says why. A run without recorded params counts as fully trained."""
+    import json
+
+    import numpy as np
+
+    from dfg.report import figures_results
+    from dfg.report.runs import load_runs
+
+    runs_dir = fabricate_runs(tmp_path, with_artefacts=False)
+    d = runs_dir / "fmnist-synth" / "difa_cmwgan" / "seed0"
+    metrics = json.loads((d / "metrics.json").read_text())
+    metrics["params"] = {"train": {"steps": 300}, "methods": {"difa_cmwgan": {"generator_fraction": 0.5}}}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "curves.csv").write_text("step,test_accuracy\n100,0.07\n200,0.50\n300,0.70\n")
+    runs = load_runs([runs_dir])
+    by = runs.set_index(["task", "method", "seed"])["untrained_steps"]
+    assert by[("fmnist-synth", "difa_cmwgan", 0)] == 150
+    assert by[("fmnist-synth", "difa_cmwgan", 1)] == 0 and by[("fmnist-synth", "dfg", 0)] == 0   # no params
+    for seed in (1, 2):                                       # one DIFA seed only, so the mean is that run
+        shutil.rmtree(runs_dir / "fmnist-synth" / "difa_cmwgan" / f"seed{seed}", ignore_errors=True)
+    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}
+    ctx = figures.build_context(runs_dir, tmp_path / "fig", params)
+    drawn = []
+    monkeypatch.setattr(ctx, "save", lambda fig, name: drawn.append((name, fig)) or [])
+    figures_results.learning_curves(ctx)
+    ax = drawn[0][1].axes[0]
+    difa = [line for line in ax.get_lines() if line.get_color() == ctx.colours["difa_cmwgan"]]
+    dotted, solid = difa
+    assert dotted.get_linestyle() == ":" and list(dotted.get_xdata()) == [100, 200]
+    assert list(dotted.get_ydata()) == pytest.approx([7.0, 50.0])
+    assert solid.get_linestyle() == "-" and list(solid.get_xdata()) == [200, 300]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    label = "DIFA + CMWGAN (reconstruction) (n=1)\n(dotted: classifier not trained in its first 150 steps)"
+    assert ax.get_legend().get_lines()[texts.index(label)].get_linestyle() == "-"
+    assert sum("dotted" in t for t in texts) == 1
+    band = [c for c in ax.collections if np.allclose(c.get_facecolor()[0][:3], ctx.colours["difa_cmwgan"][:3])]
+    assert len(band) == 1 and band[0].get_paths()[0].vertices[:, 0].min() == 200
+
+
+def test_up_to_13_methods_get_distinct_strong_colours() -> None:
+    """tab10 for the first ten (unchanged figures for smaller suites), then three dark extras; never
+    tab20's pale copies while our 13 methods fit."""
+    import matplotlib
+
+    from dfg.report.runs import EXTRA_COLOURS, method_colours
+
+    tab10 = [tuple(c) + (1.0,) for c in matplotlib.colormaps["tab10"].colors]
+    names = [f"m{i}" for i in range(13)]
+    colours = method_colours(names)
+    assert [colours[n] for n in names[:10]] == tab10
+    assert [colours[n] for n in names[10:]] == [matplotlib.colors.to_rgba(c) for c in EXTRA_COLOURS]
+    assert len(set(colours.values())) == 13
+    assert list(method_colours(names[:4]).values()) == tab10[:4]
+    assert len(set(method_colours([f"m{i}" for i in range(20)]).values())) == 20   # tab20 beyond 13

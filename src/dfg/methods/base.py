@@ -88,6 +88,13 @@ class Method:
         A non-finite loss stops the run at the next evaluation (fit)."""
         raise NotImplementedError
 
+    @classmethod
+    def untrained_steps(cls, hp: dict, total_steps: int) -> int:
+        """Steps at the start of a run in which the evaluated network (F and C) is not trained (DIFA's
+        generator phase): its evaluations there show the untouched starting classifier, and the learning
+        curves draw that span apart. A classmethod of the run's hp, so figures can call it from metrics.json."""
+        return 0
+
     def phases(self) -> dict[str, int]:
         """First step of each phase whose steps do different work (after setup). `dfg bench` times each
         phase on its own; one phase by default."""

@@ -48,7 +48,7 @@ class DifaCmwgan(Method):
         self.opt_d2 = gan_optimizer(self.D2, hp, "d")
         self.optimizer = ctx.make_optimizer(ctx.net.parameters())
         self.scheduler = ctx.make_scheduler(self.optimizer)
-        self.phase1_steps = round(hp["generator_fraction"] * ctx.total_steps)
+        self.phase1_steps = self.untrained_steps(hp, ctx.total_steps)
         k = ctx.data.num_classes
         minority = list(ctx.data.minority_classes) or list(range(k))
         self.minority = torch.tensor(minority, device=ctx.device)
@@ -61,6 +61,10 @@ class DifaCmwgan(Method):
 
     def _noise(self, n: int) -> torch.Tensor:
         return torch.rand(n, self.S.noise_dim, device=self.ctx.device, generator=self.ctx.generator) * 2 - 1
+
+    @classmethod
+    def untrained_steps(cls, hp: dict, total_steps: int) -> int:
+        return round(hp["generator_fraction"] * total_steps)  # phase 1: F_t and C_t untouched
 
     def phases(self) -> dict[str, int]:
         return {"generator": 0, "matching": self.phase1_steps}

@@ -227,7 +227,9 @@ def _curves(ctx: Context, task: str, method: str) -> list[pd.DataFrame]:
         if path.is_file():
             df = pd.read_csv(path)
             if {"step", "test_accuracy"} <= set(df.columns) and len(df):
-                df = df[["step", "test_accuracy"]].assign(seed=row["seed"])
+                untrained = int(row.get("untrained_steps", 0))  # evaluations after 1..untrained steps
+                df = df[["step", "test_accuracy"]].assign(seed=row["seed"], untrained_steps=untrained,
+                                                          untrained=(untrained > 0) & (df.step <= untrained))
                 out.append(df.assign(step=df.step + _start_step(ctx, task, method, row["seed"])))
     return out
 
@@ -235,23 +237,33 @@ def _curves(ctx: Context, task: str, method: str) -> list[pd.DataFrame]:
 def _curve_panel(ax: plt.Axes, ctx: Context, loaded: dict[str, list[pd.DataFrame]], methods: list[str],
                  reference: str | None = None) -> tuple[list, list[str]]:
     """Mean test-accuracy curve over seeds (line) and min-max band of each method; `reference` (drawn
-    dashed, no band) is a method repeated from the other panel for comparison."""
+    dashed, no band) is a method repeated from the other panel for comparison. Evaluations in a method's
+    untrained steps (Method.untrained_steps: DIFA's generator phase) are drawn dotted, without a band,
+    and the legend says so, so that the untouched starting classifier is not read as learning."""
     handles, labels = [], []
     for method in methods:
         curves = loaded[method]
-        stats = pd.concat(curves).groupby("step")["test_accuracy"].agg(["mean", "min", "max"])
+        every = pd.concat(curves)
+        stats = every.groupby("step")["test_accuracy"].agg(["mean", "min", "max"])
+        untrained = every.groupby("step")["untrained"].any()
         x = stats.index.to_numpy()
         marker = "o" if len(x) <= MAX_MARKED_POINTS else None  # a one-point curve shows as a dot
         ref = method == reference
-        (line,) = ax.plot(x, 100 * stats["mean"], lw=1.0 if ref else 1.3, ls="--" if ref else "-", marker=marker,
-                          ms=3, color=ctx.colours[method])
+        style = {"lw": 1.0 if ref else 1.3, "marker": marker, "ms": 3, "color": ctx.colours[method]}
+        first = int(untrained.to_numpy().argmin()) if not untrained.all() else len(x)  # first trained point
+        if first:
+            # dotted up to and including the first trained evaluation, so the two parts join
+            ax.plot(x[:first + 1], 100 * stats["mean"].iloc[:first + 1], **{**style, "lw": 1.0, "ls": ":"})
+        (line,) = ax.plot(x[first:], 100 * stats["mean"].iloc[first:], ls="--" if ref else "-", **style)
         if not ref:
-            ax.fill_between(x, 100 * stats["min"], 100 * stats["max"], color=ctx.colours[method], alpha=0.15,
-                            lw=0)
+            ax.fill_between(x[first:], 100 * stats["min"].iloc[first:], 100 * stats["max"].iloc[first:],
+                            color=ctx.colours[method], alpha=0.15, lw=0)
         handles.append(line)
         init = init_run(method)
         labels.append(f"{ctx.labels[method]} (n={len(curves)})" + (" (reference)" if ref else "")
-                      + (f", after {ctx.labels.get(init, init)}" if init else ""))
+                      + (f", after {ctx.labels.get(init, init)}" if init else "")
+                      + (f"\n(dotted: classifier not trained in its first {every.untrained_steps.max():,} steps)"
+                         if first else ""))
     ax.set_xlabel("Training step")
     return handles, labels
 

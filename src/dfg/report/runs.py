@@ -72,10 +72,26 @@ def curve_accuracies(path: Path) -> list[float]:
     return [float(a) for a in curve["test_accuracy"].dropna()]
 
 
+def _untrained_steps(method: str, run_params: object) -> int:
+    """The method's untrained_steps for the hp and steps recorded in the run's metrics.json (0 for a
+    method this version does not know, or a run file without them)."""
+    from dfg.methods import METHODS
+
+    if method not in METHODS.names() or not isinstance(run_params, dict):
+        return 0
+    try:
+        hp = run_params["methods"][method]
+        total = int(run_params["train"]["steps"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+    return int(METHODS.get(method).untrained_steps(hp, total))
+
+
 def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run: task, method, seed, label, addition, path, the scalar metrics (NaN where a run
-    lacks one; SELECTED from its curves.csv), the per-run lists of LIST_KEYS, n_evaluations, dataset and steps. Two files for the same (task, method, seed) are an
-    error, since averaging them would count one seed twice."""
+    lacks one; SELECTED from its curves.csv), the per-run lists of LIST_KEYS, n_evaluations, dataset, steps
+    and untrained_steps. Two files for the same (task, method, seed) are an error, since averaging them
+    would count one seed twice."""
     rows = []
     for path in find_metrics(paths):
         m = _read_json(path)
@@ -96,9 +112,10 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
         row["n_evaluations"] = len(curve)
         row["dataset"] = m.get("dataset")
         row["steps"] = m.get("steps")
+        row["untrained_steps"] = _untrained_steps(row["method"], m.get("params"))
         rows.append(row)
     columns = ["task", "method", "seed", "label", "addition", "path", *SCALAR_METRICS, *LIST_KEYS, "n_evaluations",
-               "dataset", "steps"]
+               "dataset", "steps", "untrained_steps"]
     runs = pd.DataFrame(rows, columns=columns)
     dup = runs[runs.duplicated(["task", "method", "seed"], keep=False)]
     if len(dup):
@@ -144,9 +161,18 @@ def method_labels(runs: pd.DataFrame) -> dict[str, str]:
     return labels
 
 
-def method_colours(methods: list[str]) -> dict[str, tuple]:
-    """One fixed colour per method (in table order) so every figure uses the same colour for it."""
-    import matplotlib
+#: Colours after tab10's ten, for suites of up to 13 methods (all of ours): dark and saturated, unlike
+#: tab20's pale halves, which put e.g. FINE-TUNING in a light copy of ORIGINAL's blue.
+EXTRA_COLOURS: tuple[str, ...] = ("#000000", "#e6ab02", "#1b9e77")
 
-    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
-    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+
+def method_colours(methods: list[str]) -> dict[str, tuple]:
+    """One fixed colour per method (in table order) so every figure uses the same colour for it: tab10,
+    then EXTRA_COLOURS, then tab20 over again for longer lists."""
+    import matplotlib
+    from matplotlib.colors import to_rgba
+
+    palette = [*matplotlib.colormaps["tab10"].colors, *map(to_rgba, EXTRA_COLOURS)]
+    if len(methods) > len(palette):
+        palette = list(matplotlib.colormaps["tab20"].colors)
+    return {m: tuple(to_rgba(palette[i % len(palette)])) for i, m in enumerate(methods)}

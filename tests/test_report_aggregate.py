@@ -196,6 +196,10 @@ def test_tables_written_and_consistent(runs_dir: Path, tmp_path: Path, capsys) -
     pair = [ln for ln in lines if ln.split("|")[1].strip() == "FINE-TUNING > DIFA + CMWGAN (reconstruction)"]
     assert len(pair) == 2 and [c.strip() for c in pair[0].split("|")[2:5]] == ["final step", "+0.02", "-6.00"]
     assert pair[0].split("|")[-2].strip() == "no" and "F-MNIST 40:1" not in md
+    # every fabricated run's best evaluation is step 200 of 300, 3 points above its final accuracy
+    gap = next(ln for ln in lines if ln.split("|")[1].strip() == "svhn" and ln.split("|")[2].strip() == "DFG")
+    assert [c.strip() for c in gap.split("|")[3:8]] == ["3", "+3.00", "+3.00 to +3.00", "200", "67%"]
+    assert md.index("The paper's order on SVHN") < md.index("## How optimistic the authors' rule is")
     extra = (out / "table_extra.md").read_text()
     assert "Balanced accuracy" in extra and "Minority-class accuracy" in extra
     assert "73.33 ± 1.53 (n=3)" in extra                                   # fmnist-synth DFG minority
@@ -275,3 +279,31 @@ def test_paper_order_without_paired_seeds_is_not_a_verdict() -> None:
                if ln.startswith("| ") and " > " in ln}
     assert verdict == {"dfg > delta": "—", "delta > difa_cmwgan": "—", "difa_cmwgan > original": "yes"}
     assert table.mean_diff.iloc[4] == pytest.approx(0.01)                  # (0.02 + 0.00) / 2
+
+
+def test_selected_accuracy_and_its_step_by_hand() -> None:
+    """The authors' rule on one run: best of the evaluations and the final accuracy, with its step."""
+    from dfg.report.runs import selected
+
+    curve = pd.DataFrame({"step": [100, 200, 300, 400], "test_accuracy": [0.50, 0.72, 0.72, 0.70]})
+    assert selected(0.70, 400, curve) == (0.72, 200)                      # earliest of a tie
+    assert selected(0.75, 400, curve) == (0.75, 400)                      # nothing beats the final: its step
+    assert selected(0.72, 400, curve[curve.step != 400]) == (0.72, 200)   # final equals an evaluation
+    assert selected(0.60, 20, curve.iloc[:0]) == (0.60, 20)               # no evaluations (post-hoc runs)
+
+
+def test_selection_gap_section_by_hand() -> None:
+    """Gaps (selected - final) of three runs: 2, 4 and 0 points -> mean +2.00, range +0.00 to +4.00; best
+    evaluations at steps 1 000, 3 000 and 4 000 (final) of 4 000 -> median 3 000, 75 %. A run without
+    evaluations (n_evaluations 0) is left out."""
+    runs = pd.DataFrame({
+        "task": ["t"] * 4, "method": ["a", "a", "a", "b"], "seed": [0, 1, 2, 0],
+        "accuracy": [0.80, 0.70, 0.75, 0.5], aggregate.SELECTED: [0.82, 0.74, 0.75, 0.5],
+        "selected_step": [1000, 3000, 4000, 0], "steps": [4000] * 3 + [0], "n_evaluations": [40, 40, 40, 0],
+    })
+    md = aggregate.selection_gap_section(runs, ["a", "b"], ["t"], {"a": "Method A"})
+    rows = [ln for ln in md.splitlines() if ln.startswith("| t ")]
+    assert len(rows) == 1
+    assert [c.strip() for c in rows[0].split("|")[1:-1]] == [
+        "t", "Method A", "3", "+2.00", "+0.00 to +4.00", "3,000", "75%"]
+    assert aggregate.selection_gap_section(runs[runs.method == "b"], ["b"], ["t"], {}) == ""

@@ -59,17 +59,29 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def curve_accuracies(path: Path) -> list[float]:
-    """The test accuracies of a run's curves.csv (empty where it has none: a run without training steps)."""
+def read_curve(path: Path) -> pd.DataFrame:
+    """The (step, test_accuracy) evaluations of a run's curves.csv, rows without an accuracy dropped (empty
+    where it has none: a run without training steps)."""
     if not path.is_file():
-        return []
+        return pd.DataFrame({"step": pd.Series(dtype=int), "test_accuracy": pd.Series(dtype=float)})
     try:
         curve = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
         raise DfgError(f"{path} is not a curves.csv of `dfg train` ({e}); rerun that training job") from None
-    if "test_accuracy" not in curve.columns:
-        raise DfgError(f"{path} has no test_accuracy column; rerun that training job")
-    return [float(a) for a in curve["test_accuracy"].dropna()]
+    if not {"step", "test_accuracy"} <= set(curve.columns):
+        raise DfgError(f"{path} has no step and test_accuracy columns; rerun that training job")
+    return curve[["step", "test_accuracy"]].dropna().astype({"step": int, "test_accuracy": float})
+
+
+def selected(final: float, steps: int | None, curve: pd.DataFrame) -> tuple[float, int | None]:
+    """The authors' rule on one run: the best test accuracy among its evaluations and its final one, and
+    the step it was reached at (the earliest on a tie; the final step where nothing beats the final)."""
+    if len(curve) and curve.test_accuracy.max() > final:
+        best = curve.test_accuracy.idxmax()  # first occurrence
+        return float(curve.test_accuracy[best]), int(curve.step[best])
+    if len(curve) and (curve.test_accuracy == final).any():
+        return final, int(curve.step[curve.test_accuracy == final].iloc[0])
+    return final, steps
 
 
 def _untrained_steps(method: str, run_params: object) -> int:
@@ -89,9 +101,9 @@ def _untrained_steps(method: str, run_params: object) -> int:
 
 def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run: task, method, seed, label, addition, path, the scalar metrics (NaN where a run
-    lacks one; SELECTED from its curves.csv), the per-run lists of LIST_KEYS, n_evaluations, dataset, steps
-    and untrained_steps. Two files for the same (task, method, seed) are an error, since averaging them
-    would count one seed twice."""
+    lacks one; SELECTED from its curves.csv), the per-run lists of LIST_KEYS, n_evaluations, dataset, steps,
+    selected_step (where SELECTED was reached) and untrained_steps. Two files for the same (task, method,
+    seed) are an error, since averaging them would count one seed twice."""
     rows = []
     for path in find_metrics(paths):
         m = _read_json(path)
@@ -107,15 +119,15 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
             row[k] = float(v) if isinstance(v, int | float) else float("nan")
         for k in LIST_KEYS:
             row[k] = m.get(k)
-        curve = curve_accuracies(path.parent / "curves.csv")
-        row[SELECTED] = max([row["accuracy"], *curve])
-        row["n_evaluations"] = len(curve)
+        curve = read_curve(path.parent / "curves.csv")
         row["dataset"] = m.get("dataset")
         row["steps"] = m.get("steps")
+        row[SELECTED], row["selected_step"] = selected(row["accuracy"], row["steps"], curve)
+        row["n_evaluations"] = len(curve)
         row["untrained_steps"] = _untrained_steps(row["method"], m.get("params"))
         rows.append(row)
     columns = ["task", "method", "seed", "label", "addition", "path", *SCALAR_METRICS, *LIST_KEYS, "n_evaluations",
-               "dataset", "steps", "untrained_steps"]
+               "dataset", "steps", "selected_step", "untrained_steps"]
     runs = pd.DataFrame(rows, columns=columns)
     dup = runs[runs.duplicated(["task", "method", "seed"], keep=False)]
     if len(dup):

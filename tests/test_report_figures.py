@@ -262,6 +262,10 @@ def test_untrained_steps_are_drawn_dotted_and_labelled(tmp_path: Path, monkeypat
     by = runs.set_index(["task", "method", "seed"])["untrained_steps"]
     assert by[("fmnist-synth", "difa_cmwgan", 0)] == 150
     assert by[("fmnist-synth", "difa_cmwgan", 1)] == 0 and by[("fmnist-synth", "dfg", 0)] == 0   # no params
+    d1 = runs_dir / "fmnist-synth" / "difa_cmwgan" / "seed1"
+    (d1 / "metrics.json").write_text(json.dumps({**metrics, "seed": 1, "params": {
+        "train": {"steps": 300}, "methods": {"difa_cmwgan": {}}}}))                # hp without the fraction
+    assert load_runs([d1]).untrained_steps.tolist() == [0]
     for seed in (1, 2):                                       # one DIFA seed only, so the mean is that run
         shutil.rmtree(runs_dir / "fmnist-synth" / "difa_cmwgan" / f"seed{seed}", ignore_errors=True)
     params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}

@@ -92,11 +92,10 @@ def _untrained_steps(method: str, run_params: object) -> int:
     if method not in METHODS.names() or not isinstance(run_params, dict):
         return 0
     try:
-        hp = run_params["methods"][method]
-        total = int(run_params["train"]["steps"])
-    except (KeyError, TypeError, ValueError):
+        return int(METHODS.get(method).untrained_steps(run_params["methods"][method],
+                                                       int(run_params["train"]["steps"])))
+    except (KeyError, TypeError, ValueError):  # an older or hand-made run file: drawn as fully trained
         return 0
-    return int(METHODS.get(method).untrained_steps(hp, total))
 
 
 def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:

@@ -44,6 +44,16 @@ def drawn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return root / "figures", buf.getvalue()
 
 
+def _capturing_context(runs_dir: Path, tmp_path: Path, monkeypatch) -> tuple[figures.Context, list]:
+    """A figure context over `runs_dir` whose save() keeps (name, figure) in the returned list instead of
+    writing files, so a test can inspect what was drawn."""
+    ctx = figures.build_context(runs_dir, tmp_path / "fig", {**PARAMS, "figures": {**PARAMS["figures"],
+                                                                                "formats": ["png"]}})
+    drawn: list = []
+    monkeypatch.setattr(ctx, "save", lambda fig, name: drawn.append((name, fig)) or [])
+    return ctx, drawn
+
+
 def test_every_figure_in_every_format(drawn: tuple[Path, str]) -> None:
     out, stdout = drawn
     expected = {f"{name}.{fmt}" for name in ALL for fmt in PARAMS["figures"]["formats"]}
@@ -103,10 +113,7 @@ def test_many_methods_switch_per_class_recall_to_heat_map(tmp_path: Path, monkey
     from dfg.report import figures_results
 
     runs_dir = fabricate_runs(tmp_path, with_artefacts=False)
-    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}
-    ctx = figures.build_context(runs_dir, tmp_path / "fig", params)
-    drawn = []
-    monkeypatch.setattr(ctx, "save", lambda fig, name: drawn.append((name, fig)) or [])
+    ctx, drawn = _capturing_context(runs_dir, tmp_path, monkeypatch)
     monkeypatch.setattr(figures_results, "MAX_LINES", 3)
     figures_results.per_class_recall(ctx)
     name, fig = drawn[0]
@@ -169,10 +176,7 @@ def test_many_methods_split_learning_curves_into_two_panels(tmp_path: Path, monk
     from dfg.report import figures_results
 
     runs_dir = fabricate_runs(tmp_path, with_artefacts=False)
-    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}
-    ctx = figures.build_context(runs_dir, tmp_path / "fig", params)
-    drawn = []
-    monkeypatch.setattr(ctx, "save", lambda fig, name: drawn.append((name, fig)) or [])
+    ctx, drawn = _capturing_context(runs_dir, tmp_path, monkeypatch)
 
     def legend_texts(ax):
         return [t.get_text() for t in ax.get_legend().get_texts()]
@@ -228,10 +232,7 @@ def test_run_from_another_run_continues_its_curve(tmp_path: Path, monkeypatch) -
     metrics = json.loads((src / "metrics.json").read_text())
     (dst / "metrics.json").write_text(json.dumps({**metrics, "method": "crt", "label": "cRT", "steps": 150}))
     (dst / "curves.csv").write_text("step,test_accuracy\n100,0.60\n150,0.65\n")
-    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}
-    ctx = figures.build_context(runs_dir, tmp_path / "fig", params)
-    drawn = []
-    monkeypatch.setattr(ctx, "save", lambda fig, name: drawn.append((name, fig)) or [])
+    ctx, drawn = _capturing_context(runs_dir, tmp_path, monkeypatch)
     figures_results.learning_curves(ctx)
     ax = drawn[0][1].axes[0]
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -268,10 +269,7 @@ def test_untrained_steps_are_drawn_dotted_and_labelled(tmp_path: Path, monkeypat
     assert load_runs([d1]).untrained_steps.tolist() == [0]
     for seed in (1, 2):                                       # one DIFA seed only, so the mean is that run
         shutil.rmtree(runs_dir / "fmnist-synth" / "difa_cmwgan" / f"seed{seed}", ignore_errors=True)
-    params = {**PARAMS, "figures": {**PARAMS["figures"], "formats": ["png"]}}
-    ctx = figures.build_context(runs_dir, tmp_path / "fig", params)
-    drawn = []
-    monkeypatch.setattr(ctx, "save", lambda fig, name: drawn.append((name, fig)) or [])
+    ctx, drawn = _capturing_context(runs_dir, tmp_path, monkeypatch)
     figures_results.learning_curves(ctx)
     ax = drawn[0][1].axes[0]
     difa = [line for line in ax.get_lines() if line.get_color() == ctx.colours["difa_cmwgan"]]

@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from dfg.report import paper
-from dfg.report.runs import is_addition
+from dfg.report.runs import is_addition, read_curve
 from dfg.report.stats import summarise
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -221,16 +221,16 @@ def _start_step(ctx: Context, task: str, method: str, seed: int) -> int:
 
 
 def _curves(ctx: Context, task: str, method: str) -> list[pd.DataFrame]:
+    """The evaluations of each run of (task, method) that has any, read and checked as load_runs reads them,
+    marked where they fall in the method's untrained steps and shifted by the run's start step."""
     out = []
     for _, row in ctx.runs[(ctx.runs.task == task) & (ctx.runs.method == method)].iterrows():
-        path = ctx.run_dir(row) / "curves.csv"
-        if path.is_file():
-            df = pd.read_csv(path)
-            if {"step", "test_accuracy"} <= set(df.columns) and len(df):
-                untrained = int(row.get("untrained_steps", 0))  # evaluations after 1..untrained steps
-                df = df[["step", "test_accuracy"]].assign(seed=row["seed"], untrained_steps=untrained,
-                                                          untrained=(untrained > 0) & (df.step <= untrained))
-                out.append(df.assign(step=df.step + _start_step(ctx, task, method, row["seed"])))
+        df = read_curve(ctx.run_dir(row) / "curves.csv")
+        if len(df):
+            untrained = int(row.get("untrained_steps", 0))  # evaluations after 1..untrained steps
+            df = df.assign(seed=row["seed"], untrained_steps=untrained,
+                           untrained=(untrained > 0) & (df.step <= untrained))
+            out.append(df.assign(step=df.step + _start_step(ctx, task, method, row["seed"])))
     return out
 
 

@@ -16,14 +16,18 @@
 # the key files (at most 7) lands there too, and the log is written there directly. Every stage runs
 # even if an earlier one failed; the exit status is non-zero when any failed. STEPS (200), BACKBONES
 # (lenet5,vgg16,resnet50), DEVICE (cuda), DFG_PYTHON (a Python to use instead of .venv's) and
-# STAGE_TIMEOUT (300 s) can be set.
+# STAGE_TIMEOUT (300 s per stage) and BENCH_TIMEOUT (per bench stage; default STAGE_TIMEOUT) can be set.
 #
 # On this project's lent GPU machine (PyTorch in its image, no network), after scripts/gpu-wheels.sh
-# here, one call does it all (the prepared arrays exceed the 64 MiB a call carries; the raw files do not):
-#   run(command="SUMMARY_DIR=$OUT GPU_CHECK_DIR=/tmp/gpu-check STAGE_TIMEOUT=150 bash scripts/gpu-check.sh",
-#       carry=[".whl", "data/raw/fashion-mnist", "data/splits", "models/source"], timeout_s=420)
-# (about 35 MB carried; 7 minutes at most, so a 15-minute device budget leaves room to rerun. Rows of a
-# bench stage cut by its timeout are in the log already.)
+# here, one call runs all but the ResNet-50 bench (the prepared arrays exceed the 64 MiB a call carries; the raw files do not):
+#   run(command="BACKBONES=lenet5,vgg16 SUMMARY_DIR=$OUT GPU_CHECK_DIR=/tmp/gpu-check STAGE_TIMEOUT=150 bash scripts/gpu-check.sh",
+#       carry=[".whl", "data/raw/fashion-mnist", "data/splits", "models/source"], timeout_s=360)
+# (about 35 MB carried.) Measured there on 2026-11-30 (docs/measurements/h200-2026-11-30/): every stage
+# up to bench-vgg16 took 150 s together (bench-lenet5 18 s, bench-vgg16 63 s), but bench-resnet50 did
+# not fit its 150 s: it printed 4 of 13 methods (a second call, 10 steps, did 8 more in 220 s). So the
+# call above, without ResNet-50, takes about 3 minutes; bench ResNet-50 in a call of its own
+# (`dfg bench --backbones resnet50 --steps 10`, about 6 minutes). Rows of a bench stage cut by its
+# timeout are in the log already.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dir=${GPU_CHECK_DIR:-results/gpu-check}
@@ -31,6 +35,7 @@ summary=${SUMMARY_DIR:-}
 steps=${STEPS:-200}
 device=${DEVICE:-cuda}  # DEVICE=cpu: a dry run of this script on a machine without a GPU
 stage_timeout=${STAGE_TIMEOUT:-300}  # seconds per stage, so one hang cannot eat a lease
+bench_timeout=${BENCH_TIMEOUT:-$stage_timeout}
 mkdir -p "$dir" ${summary:+"$summary"}
 log="${summary:-$dir}/gpu-check.log"  # in SUMMARY_DIR when set, so a run cut short still leaves its log
 : > "$log"
@@ -49,11 +54,11 @@ fi
 export PYTHONUNBUFFERED=1
 dfg=("$py" -m dfg)
 failed=()
-stage() {  # stage NAME COMMAND...: run under a timeout, log, remember a failure, go on
+stage() {  # [limit=S] stage NAME COMMAND...: run under a timeout, log, remember a failure, go on
   local name=$1; shift
   echo "== $name: $*" | tee -a "$log"
   local t0=$SECONDS
-  if timeout "$stage_timeout" "$@" 2>&1 | tee -a "$log"; then
+  if timeout "${limit:-$stage_timeout}" "$@" 2>&1 | tee -a "$log"; then
     echo "== $name ok ($((SECONDS - t0)) s)" | tee -a "$log"
   else
     echo "== $name FAILED ($((SECONDS - t0)) s)" | tee -a "$log"; failed+=("$name")
@@ -86,7 +91,7 @@ PY
 # last, the slowest: one stage per backbone (own timeout), rows printed as each method finishes
 IFS=, read -ra backbones <<< "${BACKBONES:-lenet5,vgg16,resnet50}"
 for backbone in "${backbones[@]}"; do
-  stage "bench-$backbone" "${dfg[@]}" bench --device "$device" --backbones "$backbone" --steps 20
+  limit=$bench_timeout stage "bench-$backbone" "${dfg[@]}" bench --device "$device" --backbones "$backbone" --steps 20
 done
 
 if [[ -n "$summary" ]]; then

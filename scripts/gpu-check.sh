@@ -15,11 +15,12 @@
 # Full outputs go to GPU_CHECK_DIR (default results/gpu-check). With SUMMARY_DIR set, a flat copy of
 # the key files (at most 7) lands there too, and the log is written there directly. Every stage runs
 # even if an earlier one failed; the exit status is non-zero when any failed. STEPS (200), BACKBONES
-# (lenet5,vgg16,resnet50), DEVICE (cuda), DFG_PYTHON (a Python to use instead of .venv's) and
+# (lenet5,vgg16,resnet50), DEVICE (cuda), DFG_PYTHON (a Python to use instead of .venv's),
 # STAGE_TIMEOUT (300 s per stage) and BENCH_TIMEOUT (per bench stage; default STAGE_TIMEOUT) can be set.
 #
 # On this project's lent GPU machine (PyTorch in its image, no network), after scripts/gpu-wheels.sh
-# here, one call runs all but the ResNet-50 bench (the prepared arrays exceed the 64 MiB a call carries; the raw files do not):
+# here, one call runs all but the ResNet-50 bench (the prepared arrays exceed the 64 MiB a call carries;
+# the raw files do not):
 #   run(command="BACKBONES=lenet5,vgg16 SUMMARY_DIR=$OUT GPU_CHECK_DIR=/tmp/gpu-check STAGE_TIMEOUT=150 bash scripts/gpu-check.sh",
 #       carry=[".whl", "data/raw/fashion-mnist", "data/splits", "models/source"], timeout_s=360)
 # (about 35 MB carried.) Measured there on 2026-11-30 (docs/measurements/h200-2026-11-30/): every stage

@@ -355,6 +355,8 @@ class TaskData:
     classes: list[str]
     dataset: str
     split: dict = field(default_factory=dict)
+    #: the split's validation images (val_indices: held-out training images, test transform), or None
+    val: EvalImages | None = None
 
 
 def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -393,7 +395,8 @@ def build_task_data(prepared_dir: str | Path, train_indices: np.ndarray, device:
                     batch_size: int, augment_kind: str, input_size: int, in_channels: int, seed: int,
                     max_test: int = 0, num_workers: int = 0, minority_classes: list[int] | None = None,
                     split: dict | None = None, where: str = "data") -> TaskData:
-    """Load a prepared dataset once, on the device when it is array data, and wrap train and test."""
+    """Load a prepared dataset once, on the device when it is array data, and wrap train and test (and the
+    split's validation images, when it has `val_indices`)."""
     meta = read_meta(prepared_dir)
     check_compatible(meta, in_channels, input_size, augment_kind, where)
     train_images = load_images(prepared_dir, "train", meta, device)
@@ -404,10 +407,12 @@ def build_task_data(prepared_dir: str | Path, train_indices: np.ndarray, device:
     test_y = test_images.y.cpu().numpy() if isinstance(test_images, DeviceImages) else test_images.y.numpy()
     test = EvalImages(test_images, stratified_subset(test_y, max_test, derive_seed(seed, "test-subset")),
                       device, num_workers)
+    val_indices = np.asarray((split or {}).get("val_indices") or [], dtype=np.int64)
+    val = EvalImages(train_images, val_indices, device, num_workers) if len(val_indices) else None
     return TaskData(
         train=train, test=test, num_classes=k,
         class_counts=torch.bincount(train.labels, minlength=k),
         minority_classes=sorted(minority_classes or []),
         classes=list(meta.get("classes", [str(i) for i in range(k)])),
-        dataset=str(meta.get("dataset", Path(prepared_dir).name)), split=split or {},
+        dataset=str(meta.get("dataset", Path(prepared_dir).name)), split=split or {}, val=val,
     )

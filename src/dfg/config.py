@@ -128,13 +128,33 @@ def check_semantics(params: dict) -> None:
         n_min = task["split"].get("n_minority", 0)
         if n_min > n_classes:
             fail(f"tasks.{name}.split.n_minority", f"{n_min} minority classes but {task['dataset']} has {n_classes}")
+    from dfg.methods.variants import known_methods
+
+    for name, var in (params.get("variants") or {}).items():
+        if name in METHODS:
+            fail(f"variants.{name}", f"{name!r} is a registered method; give the variant another name")
+        if var["of"] not in METHODS:
+            fail(f"variants.{name}.of", f"unknown method {var['of']!r}; known: {METHODS.names()}")
     run = params.get("run", {})
     for t in run.get("tasks", []):
         if t not in params.get("tasks", {}):
             fail("run.tasks", f"unknown task {t!r}; known: {sorted(params.get('tasks', {}))}")
     for m in run.get("methods", []):
-        if m not in METHODS:
-            fail("run.methods", f"unknown method {m!r}; known: {METHODS.names()}")
+        if m not in known_methods(params):
+            fail("run.methods", f"unknown method {m!r}; known: {known_methods(params)}")
+
+
+def validate_variants(params: dict, schema: dict, source: str) -> None:
+    """Each variant's hyper-parameters (methods.<of> with `set` merged over them) against methods.<of>'s
+    schema, so a misspelt key in `set` fails like one in methods.<of>."""
+    method_schemas = schema["properties"]["methods"]["properties"]
+    for name, var in (params.get("variants") or {}).items():
+        sub = method_schemas.get(var["of"])
+        if sub is None:
+            continue  # an unknown base method: check_semantics names it
+        merged = deep_merge(params.get("methods", {}).get(var["of"], {}) or {}, var.get("set") or {})
+        validate(merged, {**sub, "definitions": schema.get("definitions", {})},
+                 source=f"{source}: variants.{name}.set (over methods.{var['of']})")
 
 
 def load_params(
@@ -146,8 +166,10 @@ def load_params(
     path = Path(path)
     root = project_root(path)
     params = resolve(_read_yaml(path), root, suite)
-    validate(params, load_schema(root), source=str(path) if params["suite"] == BASE_SUITE else
-             f"{path} + {SUITES_RELPATH}/{params['suite']}.yaml")
+    schema = load_schema(root)
+    source = str(path) if params["suite"] == BASE_SUITE else f"{path} + {SUITES_RELPATH}/{params['suite']}.yaml"
+    validate(params, schema, source=source)
+    validate_variants(params, schema, source)
     if semantic:
         check_semantics(params)
     return params

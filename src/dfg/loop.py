@@ -1,7 +1,8 @@
 """The one training loop every method, `dfg pretrain` and `dfg bench` run on (docs/architecture.md).
 
 fit(): for step in range(start, method.steps()): method.train_step(step); every `eval_every` steps and
-at the end a test-accuracy row for curves.csv; every `checkpoint_every` steps an atomic resume
+at the end a test-accuracy row for curves.csv (with validation accuracy when the split has a validation
+set); every `checkpoint_every` steps an atomic resume
 checkpoint; when one exists at start, the run continues from it and ends bit-identical to an
 uninterrupted run on the CPU (net, optimiser state, every RNG and the data stream's counters are in it).
 Then method.on_train_end(). Writing the final outputs is the caller's (train.py, pretrain.py).
@@ -235,9 +236,14 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
             probs, y = predict(ctx.net, ctx.data.test.iterate(eval_batch_size), ctx.autocast)
             acc, bacc = curve_accuracies(probs, y, ctx.data.num_classes)
             row = {"step": done, "test_accuracy": acc, "test_balanced_accuracy": bacc}
+            val_text = ""
+            if getattr(ctx.data, "val", None) is not None:
+                vp, vy = predict(ctx.net, ctx.data.val.iterate(eval_batch_size), ctx.autocast)
+                row["val_accuracy"], row["val_balanced_accuracy"] = curve_accuracies(vp, vy, ctx.data.num_classes)
+                val_text = f"  val acc {row['val_accuracy']:.4f}"
             row.update({k: float(s) / max(n, 1) for k, (s, n) in sorted(loss_sums.items())})
             curves.append(row)
-            log.info("%s", progress.line(done, loss_sums, f"test acc {acc:.4f}  bal {bacc:.4f}"))
+            log.info("%s", progress.line(done, loss_sums, f"test acc {acc:.4f}  bal {bacc:.4f}{val_text}"))
             loss_sums, window_start = {}, done + 1
             last_eval = (probs, y) if done == total else None
         elif not interactive and progress.due():
@@ -254,10 +260,17 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
                      resumed_from=resumed_from, last_eval=last_eval)
 
 
+#: curves.csv's accuracy columns, in this order; the validation pair only in runs whose split has one.
+ACCURACY_COLUMNS = ("test_accuracy", "test_balanced_accuracy", "val_accuracy", "val_balanced_accuracy")
+
+
 def curves_csv(curves: list[dict]) -> str:
-    """curves.csv text: step, test_accuracy, test_balanced_accuracy, then the loss names (sorted)."""
-    losses = sorted({k for row in curves for k in row} - {"step", "test_accuracy", "test_balanced_accuracy"})
-    cols = ["step", "test_accuracy", "test_balanced_accuracy", *losses]
+    """curves.csv text: step, test_accuracy, test_balanced_accuracy, (with a validation set) val_accuracy,
+    val_balanced_accuracy, then the loss names (sorted)."""
+    present = {k for row in curves for k in row}
+    accs = [c for c in ACCURACY_COLUMNS if c in present or c.startswith("test_")]
+    losses = sorted(present - {"step", *ACCURACY_COLUMNS})
+    cols = ["step", *accs, *losses]
     lines = [",".join(cols)]
     for row in curves:
         lines.append(",".join("" if row.get(c) is None else (str(row[c]) if c == "step" else f"{row[c]:.6g}")

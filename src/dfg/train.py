@@ -21,8 +21,8 @@ import torch
 from dfg import DfgError, provenance
 from dfg.batches import TaskData, build_task_data
 from dfg.loop import curves_csv, fit, make_context, predict
-from dfg.methods import METHODS
 from dfg.methods.base import Method
+from dfg.methods.variants import method_spec
 from dfg.metrics import compute_metrics
 from dfg.models import build_backbone, load_source_weights
 from dfg.runtime import (
@@ -38,8 +38,15 @@ log = logging.getLogger(__name__)
 
 
 # -- default paths (docs/architecture.md, "Paths") --------------------------------------------------
+def split_seed(params: dict, seed: int) -> int:
+    """The seed of the split a run of training seed `seed` uses: params run.split_seed, else `seed`."""
+    fixed = params.get("run", {}).get("split_seed")
+    return int(seed) if fixed is None else int(fixed)
+
+
 def split_path(params: dict, task: str, seed: int) -> Path:
-    return Path(params["data"]["root"]) / "splits" / task / f"seed{seed}.json"
+    """The split file of a run of training seed `seed` (that of its split seed)."""
+    return Path(params["data"]["root"]) / "splits" / task / f"seed{split_seed(params, seed)}.json"
 
 
 def prepared_path(params: dict, dataset: str) -> Path:
@@ -81,6 +88,13 @@ def read_split(path: Path, task: str, dataset: str) -> dict:
     return split
 
 
+def validation_facts(split: dict) -> dict:
+    """What metrics.json says about a split's validation set: images per class, in all, and how many of
+    each class came out of its training images (where the class had too few unused ones)."""
+    return {"per_class": int(split.get("val_per_class", 0)), "n_images": len(split.get("val_indices") or []),
+            "from_training": list(split.get("val_from_training") or [])}
+
+
 def load_checkpoint(path: Path, kind: str, hint: str) -> dict:
     if not path.exists():
         raise DfgError(f"{kind} model {path} not found; {hint}")
@@ -116,8 +130,8 @@ def run_training(params: dict, task: str, method_name: str, seed: int, *, split_
     if task not in params["tasks"]:
         raise DfgError(f"unknown task {task!r}; known: {', '.join(sorted(params['tasks']))}")
     tcfg, train_cfg = params["tasks"][task], params["train"]
-    cls = METHODS.get(method_name)
-    hp = params["methods"].get(method_name, {})
+    spec = method_spec(params, method_name)
+    cls, hp = spec.cls, spec.hp
     source_name = tcfg["source"]
     backbone = params["sources"][source_name]["backbone"]
     out_model = Path(out_model or run_model_path(params, task, method_name, seed))
@@ -159,7 +173,8 @@ def run_training(params: dict, task: str, method_name: str, seed: int, *, split_
         num_workers=int(train_cfg["num_workers"]), minority_classes=split.get("minority_classes", []),
         split=split, where=f"task {task}",
     )
-    ctx = make_context(task=task, method=method_name, seed=seed, params=params, hp=hp, device=dev, net=net,
+    # a variant runs as its base method (same named random streams), so it differs only in its `set`
+    ctx = make_context(task=task, method=spec.base, seed=seed, params=params, hp=hp, device=dev, net=net,
                        source_net=source_net, data=data, total_steps=int(steps or train_cfg["steps"]),
                        optimizer=train_cfg["optimizer"][backbone])
     method = cls(ctx)
@@ -180,10 +195,15 @@ def run_training(params: dict, task: str, method_name: str, seed: int, *, split_
         "split_sha256": split.get("sha256"),
     })
     metrics.update({
-        "task": task, "method": method_name, "label": cls.label or method_name, "addition": bool(cls.addition),
+        "task": task, "method": method_name, "label": spec.label, "addition": bool(cls.addition or spec.variant),
+        **({"variant_of": spec.base} if spec.variant else {}),
         "seed": seed, "dataset": data.dataset, "source": used_source,
         "class_counts": [int(c) for c in data.class_counts], "minority_classes": data.minority_classes,
-        "split_sha256": split.get("sha256"), "steps": result.steps, "wall_seconds": round(result.wall_seconds, 3),
+        "split_sha256": split.get("sha256"),
+        # Only where they differ from the defaults, so that runs without them keep their files as they were:
+        **({"split_seed": int(split["seed"])} if int(split.get("seed", seed)) != seed else {}),
+        **({"validation": validation_facts(split)} if data.val is not None else {}),
+        "steps": result.steps, "wall_seconds": round(result.wall_seconds, 3),
         "device": str(dev), "torch_version": torch.__version__, "git_commit": git_commit(),
         "suite": params["suite"], "resumed_from_step": result.resumed_from, "provenance": provenance.collect(dev),
         "params": {"task": tcfg, "train": train_cfg, "methods": {method_name: hp}},

@@ -88,7 +88,7 @@ def _alternatives(names):
 wildcard_constraints:
     task=_alternatives(PLAN.tasks),
     method=_alternatives(PLAN.methods),
-    seed=_alternatives(PLAN.seeds),
+    seed=_alternatives(dict.fromkeys([*PLAN.seeds, *PLAN.split_seeds()])),
     dataset=_alternatives(PLAN.datasets()),
     source=_alternatives(PLAN.sources() or ["-"]),
 

@@ -13,7 +13,8 @@ and its sha256 goes into every run's metrics. Profiles (params `tasks.<task>.spl
   the minority classes are those with n_i <= majority / sqrt(ratio) (the geometric midpoint).
 - balanced: `per_class` samples of every class (no minority classes).
 
-`val_per_class` carves a validation set from the samples each class does NOT use (the next ones in order).
+`val_per_class` carves a validation set of that many images per class: drawn by the seed from the images
+each class does not use, and where too few are unused, out of its training images (`build_split`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from dfg import DfgError
 from dfg.utils.io import write_json
 
 log = logging.getLogger(__name__)
+
+#: Second entry of the validation draw's seed sequence [seed, VAL_STREAM]: independent of the minority draw.
+VAL_STREAM = 7919
 
 
 def canonical_sha256(obj: dict) -> str:
@@ -83,30 +87,45 @@ def target_counts(spec: dict, num_classes: int, seed: int, key: str = "split") -
 
 def build_split(labels: np.ndarray, num_classes: int, spec: dict, seed: int, key: str = "split",
                 class_names: list[str] | None = None) -> dict:
-    """Indices (ascending) into `labels` realising the spec; validation indices if asked."""
+    """Indices (ascending) into `labels` realising the spec; validation indices if asked.
+
+    Validation (`val_per_class` > 0): per class, that many images drawn by the split seed from the class's
+    images the split leaves unused. Where too few are unused (F-MNIST 40:1's majority classes use all
+    6 000), the rest come out of the class's training images: it keeps its first `count - deficit`, and
+    `val_from_training` records the deficit per class."""
     labels = np.asarray(labels)
     requested, minority_classes = target_counts(spec, num_classes, seed, key)
     counts = list(requested)
     val_per_class = int(spec.get("val_per_class", 0))
+    val_rng = np.random.default_rng([seed, VAL_STREAM])  # apart from the minority draw above
+    from_training = [0] * num_classes
     chosen, val = [], []
     for c in range(num_classes):
         pool = np.flatnonzero(labels == c)  # prepared order
-        if spec["profile"] == "step" and len(pool) - val_per_class < counts[c]:
-            counts[c] = max(len(pool) - val_per_class, 0)
+        if spec["profile"] == "step" and len(pool) < counts[c]:
+            counts[c] = len(pool)
             log.info("%s: class %s has %d training samples, fewer than the %d asked; it keeps all %d",
                      key, class_names[c] if class_names else c, len(pool), requested[c], counts[c])
-        want = counts[c] + val_per_class
-        if len(pool) < want or counts[c] == 0 < requested[c]:
+        if len(pool) < counts[c]:
             raise DfgError(
-                f"invalid parameter {key}: class {c} needs {counts[c]} training + {val_per_class} validation "
-                f"samples but the prepared training set has {len(pool)}; lower the counts"
+                f"invalid parameter {key}: class {c} needs {counts[c]} training samples but the prepared "
+                f"training set has {len(pool)}; lower the counts"
+            )
+        from_training[c] = max(0, val_per_class - (len(pool) - counts[c]))
+        counts[c] -= from_training[c]
+        if counts[c] <= 0 < requested[c]:
+            raise DfgError(
+                f"invalid parameter {key}: class {c} needs {val_per_class} validation samples, which would leave "
+                f"{counts[c]} of its {len(pool)} prepared training images for training; lower val_per_class"
             )
         chosen.append(pool[: counts[c]])
-        val.append(pool[counts[c] : want])
+        rest = pool[counts[c]:]
+        val.append(rest if len(rest) == val_per_class else
+                   np.sort(val_rng.choice(rest, size=val_per_class, replace=False)))
     indices = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     val_indices = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
     nonzero = [n for n in counts if n > 0]
-    return {
+    out = {
         "profile": spec["profile"],
         "indices": [int(i) for i in indices],
         "val_indices": [int(i) for i in val_indices],
@@ -116,6 +135,10 @@ def build_split(labels: np.ndarray, num_classes: int, spec: dict, seed: int, key
         "imbalance_ratio": float(max(nonzero) / min(nonzero)),
         "num_classes": int(num_classes),
     }
+    if val_per_class:  # only with validation, so that split files without it stay as they were
+        out["val_per_class"] = val_per_class
+        out["val_from_training"] = [int(n) for n in from_training]
+    return out
 
 
 def read_train_labels(prepared: Path) -> tuple[np.ndarray, int, list[str]]:

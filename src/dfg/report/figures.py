@@ -64,6 +64,13 @@ class Context:
     def fig_params(self) -> dict:
         return self.params.get("figures", {})
 
+    def base(self, method: str) -> str:
+        """The registered method a run.methods entry runs (a variant's `variant_of`, else itself)."""
+        if "variant_of" not in self.runs.columns:
+            return method
+        given = self.runs.loc[self.runs.method == method, "variant_of"]
+        return next((b for b in given if b), method)
+
     def run_dir(self, row: pd.Series) -> Path:
         return Path(row["path"]).parent
 

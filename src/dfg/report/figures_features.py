@@ -82,7 +82,7 @@ def tsne(ctx: Context) -> list[Path]:
     circles = real features of the target data, crosses = generated features."""
     written = []
     for task in ctx.tasks:
-        found = {m: a for m in ctx.methods if m in GENERATING_METHODS and (a := _artefacts(ctx, task, m))}
+        found = {m: a for m in ctx.methods if ctx.base(m) in GENERATING_METHODS and (a := _artefacts(ctx, task, m))}
         if not found:
             log.info("t-SNE of %s: skipped, no artefacts.pt of %s", task, " or ".join(GENERATING_METHODS))
             continue
@@ -155,7 +155,7 @@ def generated_features_table(ctx: Context) -> list[Path]:
     """generated_features.csv: feature_statistics of every run (task, generating method, seed) that has
     artefacts.pt; the t-SNE shows one seed, this table all of them."""
     rows = []
-    runs = ctx.runs[ctx.runs.method.isin(GENERATING_METHODS)]
+    runs = ctx.runs[[ctx.base(m) in GENERATING_METHODS for m in ctx.runs.method]]
     for task in ctx.tasks:
         for method in ctx.methods:
             for _, row in runs[(runs.task == task) & (runs.method == method)].sort_values("seed").iterrows():

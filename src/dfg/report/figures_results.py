@@ -211,7 +211,7 @@ def init_run(method: str) -> str | None:
 def _start_step(ctx: Context, task: str, method: str, seed: int) -> int:
     """Steps already trained when a run began: a run that starts from another run of its seed continues
     that run's curve, so its x axis counts both (that run's steps, else the suite's train.steps)."""
-    init = init_run(method)
+    init = init_run(ctx.base(method))
     if init is None:
         return 0
     rows = ctx.runs[(ctx.runs.task == task) & (ctx.runs.method == init) & (ctx.runs.seed == seed)]
@@ -259,7 +259,7 @@ def _curve_panel(ax: plt.Axes, ctx: Context, loaded: dict[str, list[pd.DataFrame
             ax.fill_between(x[first:], 100 * stats["min"].iloc[first:], 100 * stats["max"].iloc[first:],
                             color=ctx.colours[method], alpha=0.15, lw=0)
         handles.append(line)
-        init = init_run(method)
+        init = init_run(ctx.base(method))
         labels.append(f"{ctx.labels[method]} (n={len(curves)})" + (" (reference)" if ref else "")
                       + (f", after {ctx.labels.get(init, init)}" if init else "")
                       + (f"\n(dotted: classifier not trained in its first {every.untrained_steps.max():,} steps)"

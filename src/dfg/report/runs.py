@@ -28,6 +28,10 @@ SCALAR_METRICS: tuple[str, ...] = (
 #: the run's curve points and its final accuracy. Selected on the test set, so optimistic; always shown
 #: apart from (and labelled unlike) the final-step accuracy, which is ours.
 SELECTED = "test_selected_accuracy"
+#: Selection on validation data: the test accuracy of the evaluation with the best validation accuracy
+#: (runs whose split has a validation set only; NaN otherwise). Not in SCALAR_METRICS, so that the tables
+#: of suites without validation stay as they were: `metrics_of` adds it where some run has it.
+VAL_SELECTED = "val_selected_accuracy"
 #: Keys without which a metrics.json cannot be placed in the table.
 REQUIRED_KEYS: tuple[str, ...] = ("task", "method", "seed", "accuracy")
 #: Per-run lists kept for figures (per-class recall with the split's minority classes).
@@ -60,8 +64,9 @@ def _read_json(path: Path) -> dict:
 
 
 def read_curve(path: Path) -> pd.DataFrame:
-    """The (step, test_accuracy) evaluations of a run's curves.csv, rows without an accuracy dropped (empty
-    where it has none: a run without training steps)."""
+    """The (step, test_accuracy[, val_accuracy]) evaluations of a run's curves.csv, rows without a test
+    accuracy dropped (empty where it has none: a run without training steps); val_accuracy only where the
+    run measured one."""
     if not path.is_file():
         return pd.DataFrame({"step": pd.Series(dtype=int), "test_accuracy": pd.Series(dtype=float)})
     try:
@@ -70,7 +75,17 @@ def read_curve(path: Path) -> pd.DataFrame:
         raise DfgError(f"{path} is not a curves.csv of `dfg train` ({e}); rerun that training job") from None
     if not {"step", "test_accuracy"} <= set(curve.columns):
         raise DfgError(f"{path} has no step and test_accuracy columns; rerun that training job")
-    return curve[["step", "test_accuracy"]].dropna().astype({"step": int, "test_accuracy": float})
+    cols = ["step", "test_accuracy"] + (["val_accuracy"] if "val_accuracy" in curve.columns else [])
+    return curve[cols].dropna(subset=["step", "test_accuracy"]).astype({"step": int, "test_accuracy": float})
+
+
+def val_selected(curve: pd.DataFrame) -> tuple[float, int | None]:
+    """Selection on validation data: the test accuracy of the evaluation with the highest validation
+    accuracy (the earliest on a tie) and its step; (NaN, None) for a run without validation accuracy."""
+    if "val_accuracy" not in curve.columns or curve.val_accuracy.isna().all():
+        return float("nan"), None
+    best = curve.val_accuracy.astype(float).idxmax()  # first occurrence
+    return float(curve.test_accuracy[best]), int(curve.step[best])
 
 
 def selected(final: float, steps: int | None, curve: pd.DataFrame) -> tuple[float, int | None]:
@@ -84,24 +99,28 @@ def selected(final: float, steps: int | None, curve: pd.DataFrame) -> tuple[floa
     return final, steps
 
 
-def _untrained_steps(method: str, run_params: object) -> int:
+def _untrained_steps(method: str, run_params: object, base: str | None = None) -> int:
     """The method's untrained_steps for the hp and steps recorded in the run's metrics.json (0 for a
-    method this version does not know, or a run file without them)."""
+    method this version does not know, or a run file without them). `base`: the registered method a
+    variant runs."""
     from dfg.methods import METHODS
 
-    if method not in METHODS.names() or not isinstance(run_params, dict):
+    base = base or method
+    if base not in METHODS.names() or not isinstance(run_params, dict):
         return 0
     try:
-        return int(METHODS.get(method).untrained_steps(run_params["methods"][method],
+        return int(METHODS.get(base).untrained_steps(run_params["methods"][method],
                                                        int(run_params["train"]["steps"])))
     except (KeyError, TypeError, ValueError):  # an older or hand-made run file: drawn as fully trained
         return 0
 
 
 def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run: task, method, seed, label, addition, path, the scalar metrics (NaN where a run
-    lacks one; SELECTED from its curves.csv), the per-run lists of LIST_KEYS, n_evaluations, dataset, steps,
-    selected_step (where SELECTED was reached) and untrained_steps. Two files for the same (task, method,
+    """One row per run: task, method, seed, label, addition, path, variant_of ('' unless a variant),
+    split_seed and split_sha256 (the split it trained on), the scalar metrics (NaN where a run lacks one;
+    SELECTED and VAL_SELECTED from its curves.csv), the per-run lists of LIST_KEYS, n_evaluations, dataset,
+    steps, selected_step and val_selected_step (where they were reached), val_per_class and
+    val_from_training (its validation set) and untrained_steps. Two files for the same (task, method,
     seed) are an error, since averaging them would count one seed twice."""
     rows = []
     for path in find_metrics(paths):
@@ -112,6 +131,8 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
         row = {
             "task": str(m["task"]), "method": str(m["method"]), "seed": int(m["seed"]),
             "label": str(m.get("label") or ""), "addition": bool(m.get("addition", False)), "path": str(path),
+            "variant_of": str(m.get("variant_of") or ""),
+            "split_seed": int(m.get("split_seed", m["seed"])), "split_sha256": str(m.get("split_sha256") or ""),
         }
         for k in SCALAR_METRICS:
             v = m.get(k)
@@ -122,11 +143,16 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
         row["dataset"] = m.get("dataset")
         row["steps"] = m.get("steps")
         row[SELECTED], row["selected_step"] = selected(row["accuracy"], row["steps"], curve)
+        row[VAL_SELECTED], row["val_selected_step"] = val_selected(curve)
+        val = m.get("validation") or {}
+        row["val_per_class"] = int(val.get("per_class", 0))
+        row["val_from_training"] = val.get("from_training") or []
         row["n_evaluations"] = len(curve)
-        row["untrained_steps"] = _untrained_steps(row["method"], m.get("params"))
+        row["untrained_steps"] = _untrained_steps(row["method"], m.get("params"), row["variant_of"] or None)
         rows.append(row)
-    columns = ["task", "method", "seed", "label", "addition", "path", *SCALAR_METRICS, *LIST_KEYS, "n_evaluations",
-               "dataset", "steps", "selected_step", "untrained_steps"]
+    columns = ["task", "method", "seed", "label", "addition", "path", "variant_of", "split_seed", "split_sha256",
+               *SCALAR_METRICS, VAL_SELECTED, *LIST_KEYS, "n_evaluations", "dataset", "steps", "selected_step",
+               "val_selected_step", "val_per_class", "val_from_training", "untrained_steps"]
     runs = pd.DataFrame(rows, columns=columns)
     dup = runs[runs.duplicated(["task", "method", "seed"], keep=False)]
     if len(dup):
@@ -137,6 +163,11 @@ def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
             "; pass the runs of one suite only"
         )
     return runs.sort_values(["task", "method", "seed"]).reset_index(drop=True)
+
+
+def metrics_of(runs: pd.DataFrame) -> list[str]:
+    """SCALAR_METRICS, plus VAL_SELECTED where some run was selected on validation data."""
+    return [*SCALAR_METRICS, *([VAL_SELECTED] if runs[VAL_SELECTED].notna().any() else [])]
 
 
 def _ordered(present: Iterable[str], preferred: Iterable[str]) -> list[str]:

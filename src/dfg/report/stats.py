@@ -83,6 +83,21 @@ def paired_test(ref: pd.Series, other: pd.Series) -> dict:
     return out
 
 
+def same_split(ref: pd.Series, other: pd.Series, ref_split: pd.Series | None,
+               other_split: pd.Series | None) -> tuple[pd.Series, pd.Series, str]:
+    """`ref` and `other` (indexed by seed) less the seeds whose two runs trained on different splits (by
+    split sha256; an unknown split pairs with any): paired tests compare runs of one split only. The note
+    says how many seeds were left out."""
+    if ref_split is None or other_split is None:
+        return ref, other, ""
+    common = sorted(set(ref.dropna().index) & set(other.dropna().index))
+    differ = [s for s in common if ref_split.get(s) and other_split.get(s) and ref_split[s] != other_split[s]]
+    if not differ:
+        return ref, other, ""
+    note = f"seed(s) {' '.join(map(str, differ))} not paired: their runs trained on different splits"
+    return ref.drop(differ), other.drop(differ), note
+
+
 def paired_tests(runs: pd.DataFrame, reference: str, metric: str, suite: str,
                  methods: list[str]) -> pd.DataFrame:
     """`reference` against every other method of `methods`, per task, paired by seed on `metric`.
@@ -90,12 +105,22 @@ def paired_tests(runs: pd.DataFrame, reference: str, metric: str, suite: str,
     rows = []
     for task, group in runs.groupby("task", sort=False):
         by_method = {m: g.set_index("seed")[metric] for m, g in group.groupby("method")}
+        splits = ({m: g.set_index("seed")["split_sha256"] for m, g in group.groupby("method")}
+                  if "split_sha256" in group.columns else {})
         if reference not in by_method:
             continue
         for method in methods:
             if method == reference or method not in by_method:
                 continue
-            res = paired_test(by_method[reference], by_method[method])
+            ref, other, note = same_split(by_method[reference], by_method[method], splits.get(reference),
+                                          splits.get(method))
+            res = paired_test(ref, other)
+            if "split_seed" in group.columns:
+                both = group[group.method.isin([reference, method]) & group.seed.isin(ref.index)]
+                if (both.split_seed != both.seed).any():
+                    note = "; ".join(x for x in (note, "on split seed(s) " + " ".join(
+                        str(s) for s in sorted(set(both.split_seed)))) if x)
+            res["note"] = "; ".join(x for x in (note, res["note"]) if x)
             rows.append({"suite": suite, "task": task, "metric": metric, "reference": reference,
                          "method": method, **res})
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)

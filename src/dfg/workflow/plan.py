@@ -85,14 +85,17 @@ class Plan:
         out = list(methods)
         i = 0
         while i < len(out):
-            init = self._methods.get(out[i]).init_from_run
+            init = self.method_class(out[i]).init_from_run
             if init and init not in out:
                 out.append(init)
             i += 1
         return out
 
     def method_class(self, method: str):
-        return self._methods.get(method)
+        """The Method class a run.methods entry runs (a variant's: that of the method it varies)."""
+        from dfg.methods.variants import method_spec
+
+        return method_spec(self.params, method).cls
 
     def needs_source(self, method: str) -> bool:
         return bool(self.method_class(method).needs_source)
@@ -121,6 +124,16 @@ class Plan:
         """The runs that go into the tables: run.methods only (not pulled-in dependencies)."""
         listed = set(self.params["run"]["methods"])
         return [r for r in self.runs() if r[1] in listed]
+
+    def split_seed(self, seed: int | str) -> int:
+        """The split a run of training seed `seed` reads: run.split_seed where the suite fixes one, else
+        its own seed."""
+        fixed = self.params["run"].get("split_seed")
+        return int(seed) if fixed is None else int(fixed)
+
+    def split_seeds(self) -> list[int]:
+        """The splits this suite builds (one per seed, or the one run.split_seed names)."""
+        return list(dict.fromkeys(self.split_seed(s) for s in self.seeds))
 
     def task(self, task: str) -> dict:
         return self.params["tasks"][task]
@@ -212,7 +225,7 @@ class Plan:
     def train_inputs(self, task: str, method: str, seed: int | str) -> dict[str, str]:
         """Only what the run reads: `original` gets no source model, crt gets the finetune model."""
         t = self.task(task)
-        inputs = {"split": self.split_file(task, seed), "prepared": self.prepared_dir(t["dataset"])}
+        inputs = {"split": self.split_file(task, self.split_seed(seed)), "prepared": self.prepared_dir(t["dataset"])}
         if self.needs_source(method):
             inputs["source"] = self.source_model(t["source"])
         init = self.init_from(method)
@@ -312,7 +325,9 @@ class Plan:
             return [f"sources.{names[0]}", "device", *self._portable(self.home_params("sources", names[0]))]
         if stage == "train":
             task, method = names[:2]
-            return [f"tasks.{task}", "train", f"methods.{method}", "device", *self._portable(self.params)]
+            variant = (self.params.get("variants") or {}).get(method)
+            hp = [f"methods.{variant['of']}", f"variants.{method}"] if variant else [f"methods.{method}"]
+            return [f"tasks.{task}", "train", *hp, "device", *self._portable(self.params)]
         if stage == "aggregate":
             return ["aggregate"] + [f"tasks.{t}.paper_column" for t in self.tasks] + self._portable(self.params)
         if stage == "figures":
@@ -357,7 +372,7 @@ class Plan:
                             params=self.keys("prepare", ds), home=BASE_SUITE))
         for task in self.tasks:
             ds = self.task(task)["dataset"]
-            for seed in self.seeds:
+            for seed in self.split_seeds():
                 jobs.append(Job("split", f"split_{task}_seed{seed}", self.split_cmd(task, seed),
                                 [self.prepared_dir(ds)], [self.split_file(task, seed)],
                                 params=self.keys("split", task), home=self.home_suite("tasks", task)))

@@ -140,7 +140,7 @@ class DFG(Delta):
         extractor_logs, src_hooks = self.extractor_classifier_update(x0, y0, f0)
         logs.update(extractor_logs)
         if step % hp["classifier_every"] == 0 and step != 0:
-            logs["loss_c"] = self.classifier_update(x0, y0, src_hooks)
+            logs.update(self.classifier_update(x0, y0, src_hooks))
         if self.scheduler is not None:
             self.scheduler.step()
         if step % hp["refresh_every"] == 0 and step != 0 and float(self.last_e_loss) < hp["refresh_max_loss"]:
@@ -224,8 +224,10 @@ class DFG(Delta):
                 "omega_e": oe.detach(), "omega_c": oc.detach(), "omega_fc": ofc.detach()}
         return logs, src_hooks
 
-    def classifier_update(self, x0: torch.Tensor, y0: torch.Tensor, src_hooks: list[torch.Tensor]) -> torch.Tensor:
-        """Step 5: C_t only, 1/3 [CE_real + a_C Omega_C + b_C Omega_fc] + 1/3 CE_fake + 1/3 CE_merged."""
+    def classifier_update(self, x0: torch.Tensor, y0: torch.Tensor, src_hooks: list[torch.Tensor]) -> Logs:
+        """Step 5: C_t only, 1/3 [CE_real + a_C Omega_C + b_C Omega_fc] + 1/3 CE_fake + 1/3 CE_merged.
+        Logs the loss (loss_c) and its two cross-entropies apart: on the generated features (clf_ce_generated)
+        and on the real ones (clf_ce_real), which show how much the generated features still teach C_t."""
         ctx, hp, net = self.ctx, self.ctx.hp, self.ctx.net
         bsz = x0.shape[0]
         with torch.no_grad():
@@ -250,7 +252,7 @@ class DFG(Delta):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=list(net.C.parameters()))
         self.optimizer.step()
-        return loss.detach()
+        return {"loss_c": loss.detach(), "clf_ce_generated": ce_fake.detach(), "clf_ce_real": ce_real.detach()}
 
     # -- attention -----------------------------------------------------------------------------------------
     def refresh_attention(self, step: int) -> None:

@@ -40,7 +40,7 @@ def test_default_params_validate_and_fill_defaults():
 
 def test_typo_key_is_rejected_with_its_name(project):
     path = edit(project, lambda d: d["train"].update(stepz=5))
-    with pytest.raises(DfgError, match=r"invalid parameter train: .*stepz"):
+    with pytest.raises(DfgError, match=r"invalid parameter train.stepz: unknown key .stepz.; did you mean .steps.?"):
         load_params(path)
 
 
@@ -83,3 +83,18 @@ def test_suite_overlay_merges_over_params(project):
 
 def test_deep_merge_replaces_lists_and_merges_dicts():
     assert deep_merge({"a": {"b": 1, "c": [1, 2]}}, {"a": {"c": [3]}}) == {"a": {"b": 1, "c": [3]}}
+
+
+def test_every_schema_error_is_listed(project):
+    def bad(d):
+        d["train"]["stepz"] = 5
+        d["train"]["batch_size"] = -3
+        d["methods"]["dfg"]["activation_slop"] = 0.2
+
+    with pytest.raises(DfgError) as e:
+        load_params(edit(project, bad))
+    msg = str(e.value)
+    assert "3 invalid parameters" in msg
+    assert "methods.dfg.activation_slop: unknown key 'activation_slop'; did you mean 'activation_slope'?" in msg
+    assert "train.stepz: unknown key 'stepz'; did you mean 'steps'?" in msg
+    assert "train.batch_size: -3 is less than the minimum of 1" in msg

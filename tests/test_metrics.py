@@ -66,3 +66,30 @@ def test_perfect_predictions():
     assert m["accuracy"] == m["balanced_accuracy"] == m["macro_f1"] == m["g_mean"] == 1.0
     assert m["minority_accuracy"] == 1.0 and m["ece"] == pytest.approx(0.0)
     assert np.array_equal(np.array(m["confusion_matrix"]), 3 * np.eye(5, dtype=int))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_numpy_scores_equal_scikit_learn_and_imbalanced_learn_bit_for_bit(seed):
+    """compute_metrics scores without loading scikit-learn or imbalanced-learn; the libraries' own functions
+    give the identical floats on random predictions (some classes absent from the truth or never
+    predicted, some recalls 0)."""
+    from imblearn.metrics import geometric_mean_score
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 12))
+    n = int(rng.integers(1, 400))
+    present_truth = rng.choice(k, size=int(rng.integers(1, k + 1)), replace=False)
+    y = rng.choice(present_truth, size=n)
+    logits = rng.normal(size=(n, k)) + 3.0 * np.eye(k)[y] * rng.random()
+    if seed % 3 == 0:
+        logits[:, int(rng.integers(k))] -= 100.0  # a class never predicted
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    m = compute_metrics(y, probs, k)
+    pred = probs.argmax(axis=1)
+    labels = np.arange(k)
+    cm = confusion_matrix(y, pred, labels=labels)
+    present = labels[cm.sum(axis=1) > 0]
+    assert m["confusion_matrix"] == cm.tolist()
+    assert m["macro_f1"] == float(f1_score(y, pred, labels=present, average="macro", zero_division=0))
+    assert m["g_mean"] == float(geometric_mean_score(y, pred, labels=present, average="multiclass"))

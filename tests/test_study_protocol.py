@@ -200,7 +200,8 @@ def test_a_variant_runs_its_base_with_its_own_name_and_label(task, tmp_path):
     assert (same["label"], same["variant_of"], same["addition"]) == ("FT again", "finetune", True)
     assert same["accuracy"] == base["accuracy"] and same["per_class_recall"] == base["per_class_recall"]
     assert "variant_of" not in base
-    delta, strong = run("delta", params), run("delta_strong", params)
+    run("delta", params)
+    strong = run("delta_strong", params)
     assert strong["params"]["methods"]["delta_strong"]["alpha_e"] == 1.0
     curves = pd.read_csv(tmp_path / "delta_strong" / "res" / "curves.csv")
     base_curves = pd.read_csv(tmp_path / "delta" / "res" / "curves.csv")

@@ -100,15 +100,10 @@ def bench_one(params: dict, backbone: str, method_name: str, device: torch.devic
             "seconds": dt, "steps_per_s": steps / dt, "images_per_s": (data.train.images_drawn - images0) / dt}
 
 
-def _names(arg: str | None, default: list[str]) -> list[str]:
-    return [s for s in arg.split(",") if s] if arg else list(default)
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbones", help="comma-separated (default: params bench.backbones)")
-    parser.add_argument("--methods", help="comma-separated (default: every registered method)")
-    parser.add_argument("--steps", type=int, help="timed steps (default: params bench.steps)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: params `device`")
+def _names(arg: list[str] | str | None, default: list[str]) -> list[str]:
+    if isinstance(arg, str):
+        arg = [s for s in arg.split(",") if s]
+    return list(arg) if arg else list(default)
 
 
 def main(args: argparse.Namespace, params: dict) -> int:

@@ -9,6 +9,7 @@ every job see the same numbers. The suite is chosen by the `suite` key: `params.
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +94,32 @@ def _fill_defaults_validator():
     return jsonschema.validators.extend(base, {"properties": set_defaults})
 
 
+def _describe(err) -> str:
+    """One schema error as 'KEY: what is wrong', naming a misspelt key and the keys it may have meant."""
+    path = ".".join(str(p) for p in err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = list((err.schema.get("properties") or {}).keys())
+        parts = []
+        for key in sorted(k for k in err.instance if k not in allowed):
+            close = difflib.get_close_matches(str(key), allowed, n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+                f"; known keys: {', '.join(allowed)}" if allowed else ""
+            parts.append(f"{'.'.join(filter(None, [path, str(key)]))}: unknown key {key!r}{hint}")
+        if parts:
+            return "\n  ".join(parts)
+    return f"{path or '(top level)'}: {err.message}"
+
+
 def validate(params: dict, schema: dict, source: str = "params.yaml") -> dict:
-    """Validate in place (filling defaults); raise DfgError naming the offending key on the first error."""
+    """Validate in place (filling defaults); raise one DfgError that lists every error, each naming the
+    offending key (and, for a misspelt key, the keys it may have meant)."""
     validator_cls = _fill_defaults_validator()
-    errors = sorted(validator_cls(schema).iter_errors(params), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator_cls(schema).iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        err = errors[0]
-        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise DfgError(f"{source}: invalid parameter {key}: {err.message}{more}")
+        if len(errors) == 1:
+            raise DfgError(f"{source}: invalid parameter {_describe(errors[0])}")
+        lines = "\n  ".join(_describe(e) for e in errors)
+        raise DfgError(f"{source}: {len(errors)} invalid parameters:\n  {lines}")
     return params
 
 

@@ -18,7 +18,7 @@ from dfg.batches import EvalImages, check_compatible, load_images, read_meta, st
 from dfg.loop import predict
 from dfg.methods import METHODS
 from dfg.metrics import compute_metrics
-from dfg.models import build_backbone
+from dfg.models import BACKBONES, build_backbone
 from dfg.runtime import autocast_factory, choose_device, configure_cpu_threads, derive_seed
 from dfg.utils.io import load_torch, write_json
 
@@ -30,7 +30,12 @@ def rebuild_model(ckpt: dict) -> torch.nn.Module:
     net = build_backbone(ckpt["backbone"], int(ckpt["num_classes"]))
     if ckpt.get("kind") == "run":
         net = METHODS.get(ckpt["method"]).adapt_net(net, ckpt.get("hp") or {})
-    net.load_state_dict(ckpt["net"])
+    try:
+        net.load_state_dict(ckpt["net"])
+    except RuntimeError as e:  # keys or shapes that do not fit the backbone it names
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)[:200]
+        raise DfgError(f"the checkpoint's weights do not fit {ckpt['backbone']} ({first}); it is damaged or was "
+                       "not written by `dfg train` / `dfg pretrain`") from None
     return net
 
 
@@ -38,12 +43,15 @@ def evaluate_checkpoint(params: dict, checkpoint: Path, task: str, *, prepared_d
                         device: str | None = None) -> dict:
     if task not in params["tasks"]:
         raise DfgError(f"unknown task {task!r}; known: {', '.join(sorted(params['tasks']))}")
-    if not Path(checkpoint).exists():
-        raise DfgError(f"checkpoint {checkpoint} not found; train it with `dfg train` (or `dfg pretrain`)")
+    fix = "pass a run model (models/<suite>/runs/...) or a source model (models/source/...) that `dfg train` " \
+          "or `dfg pretrain` wrote"
     tcfg = params["tasks"][task]
-    ckpt = load_torch(checkpoint)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") not in ("run", "source"):
-        raise DfgError(f"{checkpoint} is not a dfg run or source checkpoint")
+    ckpt = load_torch(checkpoint, what="checkpoint", fix=fix)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") not in ("run", "source") or not isinstance(ckpt.get("net"), dict):
+        raise DfgError(f"checkpoint {checkpoint} is a PyTorch file but not a dfg run or source checkpoint; {fix}")
+    if ckpt.get("backbone") not in BACKBONES or (ckpt.get("kind") == "run" and ckpt.get("method") not in METHODS):
+        raise DfgError(f"checkpoint {checkpoint} names backbone {ckpt.get('backbone')!r} / method "
+                       f"{ckpt.get('method')!r}, which this version does not know; {fix}")
     dev = choose_device(device or params["device"])
     configure_cpu_threads(dev, int(params["train"]["cpu_threads"]))  # as `dfg train` evaluated
     net = rebuild_model(ckpt).to(dev)
@@ -67,14 +75,6 @@ def evaluate_checkpoint(params: dict, checkpoint: Path, task: str, *, prepared_d
                     "method": ckpt.get("method"), "seed": ckpt.get("seed"), "dataset": meta.get("dataset"),
                     "device": str(dev), "torch_version": torch.__version__})
     return metrics
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="a run model (or a source model)")
-    parser.add_argument("--task", required=True, help="the task whose test set to use")
-    parser.add_argument("--prepared", type=Path, help="prepared dataset folder (default data/prepared/DATASET)")
-    parser.add_argument("--out", type=Path, help="write the metrics here as JSON (default: print only)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: params `device`")
 
 
 def main(args: argparse.Namespace, params: dict) -> int:

@@ -11,7 +11,6 @@ Then method.on_train_end(). Writing the final outputs is the caller's (train.py,
 from __future__ import annotations
 
 import logging
-import pickle
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -130,10 +129,11 @@ def save_resume(path: Path, ctx: RunContext, method: Method, step: int, curves: 
 
 
 def load_resume(path: Path, ctx: RunContext, method: Method, run_fields: dict) -> dict:
-    try:
-        state = load_torch(path)  # on the CPU: RNG states must be CPU tensors; load_state_dict moves the rest
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # atomic writes: only a foreign file
-        raise DfgError(f"resume checkpoint {path} is unreadable ({e}); delete it to start the run afresh") from None
+    # on the CPU: RNG states must be CPU tensors; load_state_dict moves the rest. Writes are atomic, so an
+    # unreadable file is a foreign or damaged one, never a half-written one of ours.
+    state = load_torch(path, what="resume checkpoint", fix="delete it to start the run afresh")
+    if not isinstance(state, dict) or state.get("kind") != "resume":
+        raise DfgError(f"resume checkpoint {path} is not a dfg resume checkpoint; delete it to start the run afresh")
     want, got = _resume_fields(run_fields), _resume_fields(state)
     if want != got:
         raise DfgError(f"resume checkpoint {path} belongs to another run ({got} vs {want}); delete it to start afresh")

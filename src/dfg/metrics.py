@@ -1,16 +1,16 @@
 """Per-run metrics (method.md §6): the paper's top-1 accuracy plus what imbalance needs to be judged.
 
-Everything is computed from (true labels, predicted probabilities) of the whole test set. sklearn /
-imblearn supply the standard scores; ECE is ours (15 equal-width confidence bins, Guo et al. 2017).
+Everything is computed from (true labels, predicted probabilities) of the whole test set, in NumPy: the
+confusion matrix, macro-F1 and G-mean are written out here with the same arithmetic as scikit-learn's
+`confusion_matrix` and `f1_score(average="macro", zero_division=0)` and imbalanced-learn's
+`geometric_mean_score(average="multiclass")` (tests/test_metrics.py holds them equal, bit for bit), so a
+training job does not load those libraries (seconds of start-up) to score one run. ECE is ours (15
+equal-width confidence bins, Guo et al. 2017).
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from imblearn.metrics import geometric_mean_score
-from sklearn.metrics import confusion_matrix, f1_score
 
 #: Number of equal-width confidence bins of the expected calibration error (method.md §6).
 ECE_BINS = 15
@@ -29,6 +29,31 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: in
     return float(gap.sum() / len(conf))
 
 
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """[K, K] int64 counts, rows = truth, columns = prediction, for labels 0..K-1."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes)
+
+
+def macro_f1(cm: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over `labels` of F1 = 2 tp / (true + predicted), 0 where a label is neither true nor predicted
+    (scikit-learn's f1_score with average="macro", zero_division=0)."""
+    tp = np.diag(cm)[labels].astype(np.float64)
+    denom = cm.sum(axis=1)[labels].astype(np.float64) + cm.sum(axis=0)[labels].astype(np.float64)
+    f1 = np.divide(2.0 * tp, denom, out=np.zeros(len(labels), dtype=np.float64), where=denom != 0)
+    return float(np.average(f1)) if len(labels) else 0.0
+
+
+def geometric_mean(recall: np.ndarray) -> float:
+    """exp(mean(log recall)), 0 when a class has recall 0 (imbalanced-learn's multiclass G-mean, which
+    takes scipy.stats.gmean of the per-class recalls)."""
+    recall = np.asarray(recall, dtype=np.float64)
+    if not len(recall) or (recall == 0).any():
+        return 0.0
+    return float(np.exp(np.mean(np.log(recall))))
+
+
 def per_class_recall(cm: np.ndarray) -> np.ndarray:
     """Recall of each class from a confusion matrix (rows = truth); 0 for a class absent from the test set."""
     support = cm.sum(axis=1)
@@ -45,13 +70,9 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int,
     probs = np.asarray(probs)
     y_pred = probs.argmax(axis=1)
     labels = np.arange(num_classes)
-    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    cm = confusion_matrix(y_true, y_pred, num_classes)
     recall = per_class_recall(cm)
     present = cm.sum(axis=1) > 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # classes absent from predictions: F1 0, by zero_division below
-        macro_f1 = f1_score(y_true, y_pred, labels=labels[present], average="macro", zero_division=0)
-        g_mean = geometric_mean_score(y_true, y_pred, labels=labels[present], average="multiclass")
     minority = sorted(int(c) for c in (minority_classes or []))
     is_min = np.isin(y_true, minority)
     correct = y_pred == y_true
@@ -62,8 +83,8 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int,
     return {
         "accuracy": float(correct.mean()) if len(correct) else 0.0,
         "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
-        "macro_f1": float(macro_f1),
-        "g_mean": float(g_mean),
+        "macro_f1": macro_f1(cm, labels[present]),
+        "g_mean": geometric_mean(recall[present]),
         "per_class_recall": [float(r) for r in recall],
         "majority_accuracy": acc(~is_min),
         "minority_accuracy": acc(is_min) if minority else None,

@@ -98,13 +98,6 @@ def _train_labels(prepared_dir: Path, meta: dict) -> np.ndarray:
     return read_index(prepared_dir, "train")[1]
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="a name under `sources` in params.yaml")
-    parser.add_argument("--prepared", type=Path, help="prepared source dataset (default data/prepared/DATASET)")
-    parser.add_argument("--out", type=Path, help="checkpoint (default models/source/SOURCE.pt)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: params `device`")
-
-
 def main(args: argparse.Namespace, params: dict) -> int:
     info = run_pretrain(params, args.source, prepared_dir=args.prepared, out=args.out, device=args.device)
     print(json.dumps(info))

@@ -96,12 +96,21 @@ def validation_facts(split: dict) -> dict:
 
 
 def load_checkpoint(path: Path, kind: str, hint: str) -> dict:
-    if not path.exists():
-        raise DfgError(f"{kind} model {path} not found; {hint}")
-    ckpt = load_torch(path)
-    if not isinstance(ckpt, dict) or "net" not in ckpt:
-        raise DfgError(f"{path} is not a dfg {kind} checkpoint; {hint}")
+    ckpt = load_torch(path, what=f"{kind} model", fix=hint)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("net"), dict):
+        raise DfgError(f"{kind} model {path} is a PyTorch file but not a dfg {kind} checkpoint (no `net` weights "
+                       f"dict); {hint}")
     return ckpt
+
+
+def load_weights_into(net: torch.nn.Module, ckpt: dict, path: Path, kind: str, hint: str) -> None:
+    """The checkpoint's weights into `net` by name and shape; a file whose feature extractor F does not fit
+    (another architecture, another input) is refused instead of silently training from initialisation."""
+    skipped = load_source_weights(net, ckpt["net"])
+    unfit = [k for k in skipped if k.startswith("F.")]
+    if unfit:
+        raise DfgError(f"{kind} model {path}: {len(unfit)} of F's tensors do not fit this {net.backbone} (e.g. "
+                       f"{unfit[0]}); it was trained for another architecture or input; {hint}")
 
 
 def frozen_copy(net: torch.nn.Module) -> torch.nn.Module:
@@ -154,13 +163,14 @@ def run_training(params: dict, task: str, method_name: str, seed: int, *, split_
                                                    f"{source_name}`) first, or pass --source FILE")
         if ckpt.get("backbone", backbone) != backbone:
             raise DfgError(f"{src_file} is a {ckpt['backbone']} model but task {task} uses {backbone}")
-        load_source_weights(net, ckpt["net"])
+        load_weights_into(net, ckpt, src_file, "source", f"run `dfg pretrain {source_name}` (or `dfg fetch-weights "
+                                                      f"{source_name}`), or pass --source FILE")
         used_source = source_name
     if cls.init_from_run:
         init = Path(init_run or run_model_path(params, task, cls.init_from_run, seed))
-        ckpt = load_checkpoint(init, "run", f"train `dfg train {task} {cls.init_from_run} --seed {seed}` first, "
-                                            "or pass --init-run FILE")
-        load_source_weights(net, ckpt["net"])
+        hint = f"train `dfg train {task} {cls.init_from_run} --seed {seed}` first, or pass --init-run FILE"
+        ckpt = load_checkpoint(init, "run", hint)
+        load_weights_into(net, ckpt, init, "run", hint)
     net = net.to(dev)
     if cls.needs_source:
         source_net = frozen_copy(net)
@@ -221,18 +231,6 @@ def run_training(params: dict, task: str, method_name: str, seed: int, *, split_
 
 
 # -- CLI -----------------------------------------------------------------------------------------
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task")
-    parser.add_argument("method")
-    parser.add_argument("--seed", type=int, required=True, help="data and training seed")
-    parser.add_argument("--split", type=Path, help="split file (default data/splits/TASK/seedK.json)")
-    parser.add_argument("--prepared", type=Path, help="prepared dataset folder (default data/prepared/DATASET)")
-    parser.add_argument("--source", type=Path, help="source model (default models/source/SOURCE.pt)")
-    parser.add_argument("--init-run", type=Path, help="run model an init_from_run method starts from")
-    parser.add_argument("--out-model", type=Path, help="run model (default models/SUITE/runs/TASK/METHOD/seedK.pt)")
-    parser.add_argument("--out-dir", type=Path, help="results folder (default results/SUITE/runs/TASK/METHOD/seedK)")
-    parser.add_argument("--steps", type=int, help="override the step count (debugging only)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: params `device`")
 
 
 def main(args: argparse.Namespace, params: dict) -> int:

@@ -130,14 +130,6 @@ def check_scratch(scratch: Path, project: Path) -> None:
                        "pick a folder outside them (default: a new temporary folder)")
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--select", action="append", default=[], metavar="GLOB",
-                        help="runs to verify as TASK/METHOD/seedK globs, e.g. 'fmnist-synth/dfg/*' (repeatable; "
-                             "default: every run of the suite)")
-    parser.add_argument("--scratch", type=Path, default=None,
-                        help="folder for the reruns (default: a new temporary folder); never the project's")
-
-
 def main(args: argparse.Namespace, params: dict) -> int:
     from dfg.workflow.plan import Plan
 

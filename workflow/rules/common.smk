@@ -47,12 +47,10 @@ def _check_config_is_suite_only(cfg, suite):
 
 
 def _gpu_visible():
-    """A CUDA device on the host that runs Snakemake (device: auto)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    import torch
+    """A CUDA device on the host that runs Snakemake (device: auto), found without importing torch."""
+    from dfg.workflow.gpu_lease import candidate_devices, count_gpus
 
-    return torch.cuda.is_available()
+    return bool(candidate_devices()) and count_gpus() > 0
 
 
 try:

@@ -83,5 +83,5 @@ SPEC = register(DatasetSpec(
     name="caltech256", num_classes=NUM_CLASSES, classes=(), files=FILES,
     mirror_dirs=("caltech256", "caltech-256"), image_size=256, channels=3,
     native_format="tar of JPEG folders NNN.name/NNN_k.jpg, 257 classes incl. clutter, >= 80 images each",
-    prepare_fn=prepare, homepage="https://data.caltech.edu/records/nyy15-4j048",
+    prepare_fn=prepare, download_mb=1183, homepage="https://data.caltech.edu/records/nyy15-4j048",
 ))

@@ -55,5 +55,5 @@ SPEC = register(DatasetSpec(
     name="cifar10", num_classes=10, classes=CLASSES, files=FILES,
     mirror_dirs=("cifar10", "cifar-10"), image_size=SIDE, channels=3,
     native_format="tar.gz of 6 pickled batches of 10 000 32x32 RGB images (5 train, 1 test) + batches.meta",
-    prepare_fn=prepare, homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+    prepare_fn=prepare, download_mb=170, homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
 ))

@@ -58,5 +58,5 @@ SPEC = register(DatasetSpec(
     name="cinic10", num_classes=10, classes=CLASSES, files=FILES,
     mirror_dirs=("cinic10", "cinic-10", "CINIC-10"), image_size=SIDE, channels=3,
     native_format="tar.gz folder tree {train,valid,test}/<class>/*.png, 32x32 RGB, 90 000 per split",
-    prepare_fn=prepare, homepage="https://github.com/BayesWatch/cinic-10",
+    prepare_fn=prepare, download_mb=687, homepage="https://github.com/BayesWatch/cinic-10",
 ))

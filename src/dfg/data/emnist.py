@@ -52,5 +52,5 @@ SPEC = register(DatasetSpec(
     name="emnist", num_classes=10, classes=tuple("0123456789"), files=FILES,
     mirror_dirs=("emnist", "EMNIST/raw"), image_size=PADDED_SIZE, channels=1,
     native_format="gzip.zip bundle of idx .gz files; digits split 240 000 + 40 000, 28x28, stored transposed",
-    prepare_fn=prepare, homepage="https://www.nist.gov/itl/products-and-services/emnist-dataset",
+    prepare_fn=prepare, download_mb=562, homepage="https://www.nist.gov/itl/products-and-services/emnist-dataset",
 ))

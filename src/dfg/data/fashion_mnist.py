@@ -59,5 +59,5 @@ SPEC = register(DatasetSpec(
     name="fashion-mnist", num_classes=10, classes=CLASSES, files=FILES,
     mirror_dirs=("fashion-mnist", "FashionMNIST/raw"), image_size=PADDED_SIZE, channels=1,
     native_format="idx3/idx1 ubyte, gzip: 60 000 train + 10 000 test, 28x28 grayscale",
-    prepare_fn=prepare, homepage="https://github.com/zalandoresearch/fashion-mnist",
+    prepare_fn=prepare, download_mb=30, homepage="https://github.com/zalandoresearch/fashion-mnist",
 ))

@@ -18,11 +18,6 @@ from dfg.data.registry import DATASETS
 log = logging.getLogger(__name__)
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", help="dataset name (see dfg.data.registry)")
-    parser.add_argument("--out", type=Path, default=None, help="raw folder (default: <data.root>/raw/DATASET)")
-
-
 def raw_dir(params: dict, dataset: str) -> Path:
     return Path(params["data"]["root"]) / "raw" / dataset
 

@@ -59,5 +59,5 @@ SPEC = register(DatasetSpec(
     name="food101", num_classes=NUM_CLASSES, classes=(), files=FILES,
     mirror_dirs=("food101", "food-101"), image_size=256, channels=3,
     native_format="tar.gz of JPEGs images/<class>/<id>.jpg + meta/{classes,train,test}.txt (75 750 / 25 250)",
-    prepare_fn=prepare, homepage="https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
+    prepare_fn=prepare, download_mb=4996, homepage="https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
 ))

@@ -22,13 +22,6 @@ log = logging.getLogger(__name__)
 PREPARED_DIR_MODE = 0o755  # mkdtemp creates 0700; the prepared folder is shared data
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", help="dataset name (see dfg.data.registry)")
-    parser.add_argument("--raw", type=Path, default=None, help="raw folder (default: <data.root>/raw/DATASET)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="prepared folder (default: <data.root>/prepared/DATASET)")
-
-
 def prepare_dataset(spec: DatasetSpec, raw: Path, out: Path, params: dict) -> dict:
     """Run the spec's conversion into a temporary sibling folder, then swap it onto `out`."""
     from dfg.data.prepared import load_meta

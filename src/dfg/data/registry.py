@@ -61,6 +61,9 @@ class DatasetSpec:
     native_format: str  # one line: what the official files hold and how
     prepare_fn: PrepareFn
     homepage: str = ""
+    #: Approximate size of the official files in MB (10^6 bytes), for planning disk (`dfg plan`); 0 for data
+    #: generated or bundled offline. Not a check: `RemoteFile.size` is the one downloads must match.
+    download_mb: float = 0.0
 
     def prepare(self, raw_dir: Path, out_dir: Path, params: dict) -> None:
         """Convert the raw files in `raw_dir` into the prepared format, written into `out_dir` (empty)."""

@@ -170,13 +170,6 @@ def make_split_file(task: str, params: dict, seed: int, prepared: Path, out: Pat
     return doc
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task")
-    parser.add_argument("--seed", type=int, required=True, help="data seed: fixes the minority classes")
-    parser.add_argument("--prepared", type=Path, default=None, help="prepared dataset folder")
-    parser.add_argument("--out", type=Path, default=None, help="split file to write")
-
-
 def main(args: argparse.Namespace, params: dict) -> int:
     root = Path(params["data"]["root"])
     if args.task not in params["tasks"]:

@@ -60,5 +60,5 @@ SPEC = register(DatasetSpec(
     name="stl10", num_classes=10, classes=CLASSES, files=FILES,
     mirror_dirs=("stl10", "stl10_binary"), image_size=SIDE, channels=3,
     native_format="tar.gz of raw uint8 arrays: 5 000 train + 8 000 test 3x96x96 column-major, labels 1..10",
-    prepare_fn=prepare, homepage="https://cs.stanford.edu/~acoates/stl10/",
+    prepare_fn=prepare, download_mb=2640, homepage="https://cs.stanford.edu/~acoates/stl10/",
 ))

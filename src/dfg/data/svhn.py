@@ -51,5 +51,5 @@ SPEC = register(DatasetSpec(
     name="svhn", num_classes=10, classes=tuple("0123456789"), files=FILES,
     mirror_dirs=("svhn",), image_size=32, channels=1,
     native_format="MATLAB .mat: X [32, 32, 3, N] uint8 RGB, y [N, 1] in 1..10 (10 = digit 0); 73 257 + 26 032",
-    prepare_fn=prepare, homepage="http://ufldl.stanford.edu/housenumbers/",
+    prepare_fn=prepare, download_mb=246, homepage="http://ufldl.stanford.edu/housenumbers/",
 ))

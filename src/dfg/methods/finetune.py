@@ -32,7 +32,6 @@ class CrossEntropyMethod(Method):
         return {"loss_ce": loss.detach()}  # a tensor: the loop sums it without a per-step host sync
 
 
-
 @METHODS.register("finetune")
 class FineTune(CrossEntropyMethod):
     needs_source: ClassVar[bool] = True

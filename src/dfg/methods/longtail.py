@@ -103,7 +103,6 @@ class SupervisedMethod(Method):
         return {"loss": loss.detach()}
 
 
-
 class FrozenBodyMethod(SupervisedMethod):
     """Retrain only part of the network (cRT: the last linear layer; SMOTE: C) on top of a frozen part
     that is kept in eval mode, so neither its parameters nor its buffers (BN statistics) move.

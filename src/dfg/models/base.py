@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from dfg.registry import Registry
+from dfg.models import BACKBONES
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +64,6 @@ class SplitNet(nn.Module):
     def reset_head(self) -> None:
         """Re-initialise the last linear layer (same shape)."""
         self.last_fc.reset_parameters()
-
-
-BACKBONES: Registry[Callable[[int], SplitNet]] = Registry("backbone")
 
 
 def build_backbone(name: str, num_classes: int) -> SplitNet:

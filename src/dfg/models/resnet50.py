@@ -9,7 +9,6 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models import resnet50
 
 from dfg.models.base import BACKBONES, BackboneInfo, SplitNet
 
@@ -31,6 +30,10 @@ C_PARTS = ("layer2", "layer3", "layer4", "avgpool")
 
 @BACKBONES.register("resnet50")
 def build(num_classes: int) -> SplitNet:
+    from torchvision.models import (
+        resnet50,  # here, not at import: torchvision.models loads torch._dynamo (seconds)
+    )
+
     net = resnet50(weights=None)
     F = nn.Sequential(OrderedDict((k, getattr(net, k)) for k in F_PARTS))
     C = nn.Sequential(

@@ -4,7 +4,6 @@ conv1_1, conv1_2, pool (method.md §1). Layers come from torchvision's vgg16 def
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import vgg16
 
 from dfg.models.base import BACKBONES, BackboneInfo, SplitNet
 
@@ -25,6 +24,10 @@ INFO = BackboneInfo(
 
 @BACKBONES.register("vgg16")
 def build(num_classes: int) -> SplitNet:
+    from torchvision.models import (
+        vgg16,  # here, not at import: torchvision.models loads torch._dynamo (seconds)
+    )
+
     features = vgg16(weights=None).features  # 31 modules: 13 convs + ReLUs + 5 max-pools
     F = features[:5]
     C = nn.Sequential()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,10 +113,7 @@ def fetch_weights(params: dict, source: str, raw_dir: Path | None = None, out: P
                        extra_mirrors=(torch_hub_checkpoints(),))
 
     raw_file = raw_dir / spec.file.name
-    try:
-        state = load_torch(raw_file)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as e:  # verified but unreadable
-        raise DfgError(f"{raw_file} is not a loadable state dict ({e}); delete it and fetch again") from None
+    state = load_torch(raw_file, what="weights file", fix="delete it and run `dfg fetch-weights` again")
     meta = spec.load_meta()
     net = build_backbone(spec.backbone, meta["num_classes"])
     converted = fill_batch_counts(spec.convert(state), net)
@@ -133,12 +129,6 @@ def fetch_weights(params: dict, source: str, raw_dir: Path | None = None, out: P
     save_torch(out, {**info, "net": net.state_dict()})
     log.info("source %s: %s weights -> %s", source, spec.name, out)
     return info
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="a name under `sources` in params.yaml whose entry sets `weights`")
-    parser.add_argument("--raw", type=Path, default=None, help="raw weights folder (default: <data.root>/raw/weights/SOURCE)")
-    parser.add_argument("--out", type=Path, default=None, help="checkpoint (default: models/source/SOURCE.pt)")
 
 
 def main(args: argparse.Namespace, params: dict) -> int:

@@ -63,12 +63,6 @@ REPORTED = "reported in the paper"
 NO_RUNS = "—"
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out-dir", required=True, type=Path, help="suite results folder, e.g. results/demo")
-    parser.add_argument("metrics", nargs="+", metavar="METRICS_JSON",
-                        help="metrics.json files of finished runs (or folders holding them)")
-
-
 def _fmt(mean: float, std: float, n: int, scale: float) -> str:
     """'80.81 ± 0.25 (n=3)'; without ± for a single run; a dash where there is no run."""
     if n == 0 or math.isnan(mean):

@@ -87,13 +87,6 @@ class Context:
         return written
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs-dir", required=True, type=Path, help="results/<suite>/runs")
-    parser.add_argument("--out-dir", required=True, type=Path, help="results/<suite>/figures")
-    parser.add_argument("--table", type=Path, default=None,
-                        help="table.csv of `dfg aggregate` (default: recompute the accuracy summary from the runs)")
-
-
 def build_context(runs_dir: Path, out_dir: Path, params: dict, table: Path | None = None) -> Context:
     if not runs_dir.is_dir():
         raise DfgError(f"runs folder {runs_dir} does not exist; train runs first or pass --runs-dir")

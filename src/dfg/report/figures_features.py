@@ -34,7 +34,7 @@ def _artefacts(ctx: Context, task: str, method: str) -> tuple[int, dict] | None:
     for _, row in rows.iterrows():
         path = ctx.run_dir(row) / "artefacts.pt"
         if path.is_file():
-            return int(row["seed"]), load_torch(path)
+            return int(row["seed"]), load_torch(path, what="artefacts file", fix="rerun that training job")
     return None
 
 
@@ -161,7 +161,7 @@ def generated_features_table(ctx: Context) -> list[Path]:
             for _, row in runs[(runs.task == task) & (runs.method == method)].sort_values("seed").iterrows():
                 path = ctx.run_dir(row) / "artefacts.pt"
                 if path.is_file():
-                    feats = load_torch(path).get("features")
+                    feats = load_torch(path, what="artefacts file", fix="rerun that training job").get("features")
                     if feats is not None:
                         rows.append({"task": task, "method": method, "seed": int(row["seed"]),
                                      **feature_statistics(feats)})

@@ -137,14 +137,6 @@ def regenerate_command(params: dict, params_file: str, out: Path) -> str:
     return cmd if out == default else f"{cmd} --out {out.as_posix()}"
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=None,
-                        help="file to write (default: dvc.yaml for the suite named in params.yaml, "
-                             "results/<suite>/dvc.yaml for another suite)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 when --out differs from the generated text")
-
-
 def main(args: argparse.Namespace, params: dict) -> int:
     args.out = args.out or default_out(params, args.params)
     text = render(params, args.params, args.out)

@@ -5,8 +5,9 @@ each one gets; without this they would all land on cuda:0. Each job takes an exc
 device (fcntl, released by the kernel when the process ends, so a killed job never leaves a stale
 lease) and runs CMD with CUDA_VISIBLE_DEVICES set to that one device.
 
-Candidates: the entries of CUDA_VISIBLE_DEVICES when set, else 0..torch.cuda.device_count()-1.
-No GPU (or CUDA_VISIBLE_DEVICES empty/-1): CMD runs as is, on the CPU. Under SLURM the scheduler
+Candidates: the entries of CUDA_VISIBLE_DEVICES when set, else one per NVIDIA GPU that the driver lists
+(/proc/driver/nvidia/gpus, else `nvidia-smi -L`), found without importing torch (seconds per job). No
+NVIDIA driver, no GPU, or CUDA_VISIBLE_DEVICES empty/-1: CMD runs as is, on the CPU. Under SLURM the scheduler
 has already given the job its own GPUs (and may number them from 0 in every job), so CMD runs as is.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +26,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dfg import DfgError
-
-NO_PARAMS = True  # the CLI must not load params.yaml for this verb: it only wraps another command
 
 #: Folder of the per-device lock files (git-ignored); override with DFG_GPU_LOCK_DIR.
 DEFAULT_LOCK_DIR = ".dfg-gpu-locks"
@@ -46,11 +46,27 @@ def candidate_devices(env: dict[str, str] | None = None) -> list[str]:
                 break
             out.append(d)
         return out
+    return [str(i) for i in range(count_gpus())]
+
+
+#: Where a loaded NVIDIA kernel driver lists its GPUs, one folder each.
+NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")
+
+
+def count_gpus(proc: Path = NVIDIA_PROC) -> int:
+    """NVIDIA GPUs on this machine, as the driver reports them: its /proc folder, else `nvidia-smi -L`;
+    0 without a driver (CUDA cannot run then). Torch is never imported: it costs seconds and hundreds of
+    MB in a process that only hands out a device."""
+    if proc.is_dir():
+        return sum(1 for p in proc.iterdir() if p.is_dir())
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
     try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return []
-    return [str(i) for i in range(torch.cuda.device_count())]
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
 def _lock_name(device: str) -> str:
@@ -109,12 +125,6 @@ def run_child(cmd: list[str], env: dict[str, str]) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lock-dir", type=Path, default=None,
-                        help=f"lock files (default: $DFG_GPU_LOCK_DIR or {DEFAULT_LOCK_DIR})")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: the command to run")
 
 
 def main(args: argparse.Namespace, params: dict | None) -> int:

@@ -13,10 +13,6 @@ import yaml
 from dfg.config import select
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("key", nargs="?", help="a dotted key to print only that part (e.g. train.steps)")
-
-
 def main(args: argparse.Namespace, params: dict) -> int:
     value = params
     if args.key:

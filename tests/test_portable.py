@@ -114,3 +114,16 @@ def test_portable_run_is_identical_under_another_dispatch_and_isa_ceiling(tmp_pa
         fb, _ = _train(tmp_path, task, "fb", False, CALLER_B)
         assert fa != fb
         assert fma["provenance"]["portable_cpu"] is False and fma["provenance"]["torch_cpu_capability"] != "DEFAULT"
+
+
+def test_portable_mode_refuses_a_cpu_without_nnpack(monkeypatch):
+    """NNPACK (AVX2 + FMA) computes the mode's convolution forwards; without it the numbers would differ."""
+    import torch
+
+    from dfg import DfgError
+    from dfg.portable import apply
+
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", torch.backends.mkldnn.enabled)  # restored afterwards
+    monkeypatch.setattr(torch, "_nnpack_available", lambda: False)
+    with pytest.raises(DfgError, match="lacks AVX2 or FMA.*set portable_cpu: false"):
+        apply()

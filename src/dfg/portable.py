@@ -16,7 +16,12 @@ demo's ORIGINAL run, 60 steps, final weights compared bit for bit; each line cha
 - glibc picks FMA/AVX2 variants of libm's exp, log, ... by CPU: masked to the SSE2 ones. No difference
   was measured here (with the ATen capability at `default`), but a CPU without FMA would take another
   variant than this one;
-- thread counts: fixed to train.cpu_threads (a float sum split another way differs in its last bits).
+- thread counts: fixed to train.cpu_threads (a float sum split another way differs in its last bits);
+- NNPACK: with oneDNN bypassed, torch computes most convolution forwards with NNPACK, whose x86-64
+  kernels need AVX2 and FMA. On a CPU without them torch silently takes another path and the numbers
+  differ, so the mode requires them (`apply` checks): "any x86-64" here means any x86-64 CPU with AVX2
+  and FMA (x86-64-v3: Intel since 2013, AMD since 2015). Switching NNPACK off instead would lift the
+  requirement at a measured 40 % more time per LeNet-5 step and change every result of the mode.
 
 All of these are read when a library loads, before any of our code could change them, so the `dfg`
 command starts itself again with them in its environment (before it imports torch) whenever the
@@ -125,6 +130,10 @@ def apply() -> None:
     import torch
 
     torch.backends.mkldnn.enabled = False
+    if not torch._nnpack_available():
+        raise DfgError("portable_cpu: this CPU lacks AVX2 or FMA, which NNPACK (torch's convolution path in this "
+                       "mode) needs; without it torch computes convolutions another way and the results would "
+                       "differ from those of every other machine; set portable_cpu: false (the fast mode)")
     got = torch.backends.cpu.get_cpu_capability()
     if got != "DEFAULT":
         raise DfgError(f"portable_cpu: torch runs its {got} kernels although ATEN_CPU_CAPABILITY=default was set "

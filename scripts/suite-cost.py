@@ -15,7 +15,7 @@ median (it is unknown for the earlier attempts). Those runs are named below the 
 
 The suite's wall time is given as total job time / jobs at a time, which is what an uninterrupted run at
 that parallelism takes up to its last job's tail. The span from first start to last end is not used: a
-suite spread over several sessions has gaps between them.
+suite that was stopped and resumed has gaps between its runs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Portable CPU mode (params `portable_cpu`): a CPU result that does not depend on the processor.
 
 On one CPU, a seed gives identical results at a fixed thread count. Across CPUs it does not: the
-libraries pick their code by the processor. Measured on this project's machine (AMD EPYC, AVX2; the
+libraries pick their code by the processor. Measured on a 2-core AMD EPYC (AVX2; the
 demo's ORIGINAL run, 60 steps, final weights compared bit for bit; each line changes them):
 - torch's kernel dispatch: ATen CPU capability AVX2 (chosen here) against `default`;
 - oneDNN, which torch uses for convolutions: on against off, and with it on, its instruction-set

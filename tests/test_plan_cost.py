@@ -57,3 +57,19 @@ def test_paper_suite_job_count_and_model_disk():
 
     net = build_backbone("lenet5", 10)
     assert cost.parameter_bytes("lenet5", 10) == 4 * sum(t.numel() for t in [*net.parameters(), *net.buffers()])
+
+
+def test_readme_gpu_box_numbers_are_what_dfg_plan_prints():
+    """The README quotes `dfg plan --suite paper`; a change to the suite, the rates or the plan must show."""
+    import re
+
+    text = cost.report(load_params(ROOT / "params.yaml", "paper"), str(ROOT / "params.yaml"))
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## On a GPU box"):readme.index("## Add a method")]
+    jobs = re.search(r"^jobs: (\d+) \((.*?)\)", text, re.M)
+    assert f"**{jobs.group(1)} jobs** ({jobs.group(2).replace(', all 1', ', all 1')})" in " ".join(section.split())
+    total = re.search(r"total: ([\d.]+) GPU-h", text).group(1)
+    assert f"**{total} GPU-hours**" in section
+    for part in re.search(r"^disk: (.*?); total", text, re.M).group(1).split(", "):
+        name, size = part.rsplit(" ", 2)[0], " ".join(part.rsplit(" ", 2)[1:])
+        assert size.replace(" GB", "") in section, (name, size)

@@ -1,6 +1,5 @@
 """Parameters: the closed schema, defaults, suite overlays, and errors that name the key."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,6 @@ from dfg import DfgError
 from dfg.config import deep_merge, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def project(tmp_path):
-    """A copy of params.yaml, the schema and the suites in a temp dir, to edit freely."""
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(ROOT / "workflow" / "schemas", tmp_path / "workflow" / "schemas")
-    shutil.copytree(ROOT / "workflow" / "suites", tmp_path / "workflow" / "suites", dirs_exist_ok=True)
-    return tmp_path
 
 
 def edit(project: Path, fn) -> Path:

@@ -66,10 +66,10 @@ def test_readme_gpu_box_numbers_are_what_dfg_plan_prints():
     text = cost.report(load_params(ROOT / "params.yaml", "paper"), str(ROOT / "params.yaml"))
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## On a GPU box"):readme.index("## Add a method")]
-    jobs = re.search(r"^jobs: (\d+) \((.*?)\)", text, re.M)
+    jobs = re.search(r"^jobs: (\d+) \((.*?)\)", text, re.MULTILINE)
     assert f"**{jobs.group(1)} jobs** ({jobs.group(2).replace(', all 1', ', all 1')})" in " ".join(section.split())
     total = re.search(r"total: ([\d.]+) GPU-h", text).group(1)
     assert f"**{total} GPU-hours**" in section
-    for part in re.search(r"^disk: (.*?); total", text, re.M).group(1).split(", "):
+    for part in re.search(r"^disk: (.*?); total", text, re.MULTILINE).group(1).split(", "):
         name, size = part.rsplit(" ", 2)[0], " ".join(part.rsplit(" ", 2)[1:])
         assert size.replace(" GB", "") in section, (name, size)

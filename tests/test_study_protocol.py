@@ -4,7 +4,6 @@ drawn from the images a split leaves unused (selection on validation data), and 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,6 @@ from dfg.workflow.plan import Plan
 from loop_fixtures import digits_task_with_source, make_params
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def project(tmp_path):
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(ROOT / "workflow" / "schemas", tmp_path / "workflow" / "schemas")
-    shutil.copytree(ROOT / "workflow" / "suites", tmp_path / "workflow" / "suites", dirs_exist_ok=True)
-    return tmp_path
 
 
 def write_suite(project: Path, name: str, body: dict) -> None:

@@ -344,6 +344,22 @@ def experiment2(ablation: pd.DataFrame, full: pd.DataFrame | None, features: pd.
 
 
 # -- figures -----------------------------------------------------------------------------------------------
+def save_figure(fig, out: Path, name: str, formats: list[str], dpi: int) -> list[Path]:
+    """`fig` as out/name.<fmt> for every format (atomically, no timestamps), then closed."""
+    import matplotlib.pyplot as plt
+
+    from dfg.report.figures import REPRODUCIBLE_METADATA
+
+    written = []
+    for fmt in formats:
+        path = out / f"{name}.{fmt}"
+        with atomic_path(path, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=REPRODUCIBLE_METADATA.get(fmt))
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
 def figure_spread(long: pd.DataFrame, fixed: pd.DataFrame, full: pd.DataFrame | None, out: Path,
                   formats: list[str], dpi: int) -> list[Path]:
     import matplotlib
@@ -351,7 +367,7 @@ def figure_spread(long: pd.DataFrame, fixed: pd.DataFrame, full: pd.DataFrame | 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dfg.report.figures import REPRODUCIBLE_METADATA, STYLE
+    from dfg.report.figures import STYLE
 
     methods = list(dict.fromkeys(long.method))
     labels = dict(zip(long.method, long.label, strict=False))
@@ -361,7 +377,6 @@ def figure_spread(long: pd.DataFrame, fixed: pd.DataFrame, full: pd.DataFrame | 
               ("one split,\nauthors' rule", fixed, SELECTED, "tab:orange")]
     groups = [g for g in groups if g[1] is not None and g[2] in g[1] and g[1][g[2]].notna().any()]
     width = 0.8 / (len(groups) + 1)
-    written = []
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(1.9 * len(methods) + 2.5, 4.2))
         for i, method in enumerate(methods):
@@ -383,12 +398,7 @@ def figure_spread(long: pd.DataFrame, fixed: pd.DataFrame, full: pd.DataFrame | 
         ax.set_title("F-MNIST 40:1: the runs under each rule (dots) with mean ± std (bars)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         fig.tight_layout()
-        for fmt in formats:
-            path = out / f"study_split_spread.{fmt}"
-            with atomic_path(path, suffix=f".{fmt}") as tmp:
-                fig.savefig(tmp, format=fmt, dpi=dpi, metadata=REPRODUCIBLE_METADATA.get(fmt))
-            written.append(path)
-        plt.close(fig)
+        written = save_figure(fig, out, "study_split_spread", formats, dpi)
     return written
 
 
@@ -398,13 +408,12 @@ def figure_critic(ablation: pd.DataFrame, out: Path, formats: list[str], dpi: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dfg.report.figures import REPRODUCIBLE_METADATA, STYLE
+    from dfg.report.figures import STYLE
 
     labels = method_labels(ablation)
     colours = {"original": "tab:blue", "delta": "tab:green", "dfg": "tab:red"}
     curves = {m: [read_full_curve(r) for _, r in g.iterrows()] for m, g in ablation.groupby("method", sort=False)}
     order = [m for m in ("original", "delta", "dfg") if m in curves] + sorted(set(curves) - {"original", "delta", "dfg"})
-    written = []
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0))
 
@@ -436,12 +445,7 @@ def figure_critic(ablation: pd.DataFrame, out: Path, formats: list[str], dpi: in
                     title="C's cross-entropy in its classifier-only update")
         axes[2].legend(loc="upper right", frameon=False)
         fig.tight_layout()
-        for fmt in formats:
-            path = out / f"study_critic.{fmt}"
-            with atomic_path(path, suffix=f".{fmt}") as tmp:
-                fig.savefig(tmp, format=fmt, dpi=dpi, metadata=REPRODUCIBLE_METADATA.get(fmt))
-            written.append(path)
-        plt.close(fig)
+        written = save_figure(fig, out, "study_critic", formats, dpi)
     return written
 
 

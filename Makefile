@@ -10,7 +10,7 @@ TOOLS := .venv-tools
 PIP := pip==26.3
 PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: demo test lint venv lock verify clean-results
+.PHONY: demo test lint venv lock verify study clean-results
 
 $(STAMP): pyproject.toml $(LOCK) scripts/check-lock.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -48,6 +48,11 @@ test: $(STAMP)
 SUITE ?= demo
 verify: $(STAMP)
 	$(BIN)/dfg --suite $(SUITE) verify $(if $(SELECT),--select '$(SELECT)')
+
+# The study of docs/study.md from the committed runs of fmnist-full, fmnist-fixed-split and dfg-slope02
+# (tables and figures into results/study/; seconds: it reads runs, trains nothing).
+study: $(STAMP)
+	$(BIN)/dfg study --results results --out-dir results/study
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

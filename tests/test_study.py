@@ -91,6 +91,7 @@ def test_study_tables_hold_hand_computed_numbers(results: Path, tmp_path: Path) 
     md = (tmp_path / "out" / "study.md").read_text()
     # 95 % t-interval of 83.0 ± 0 (no spread) is the point itself: the paper's 82.65 lies outside
     assert "the paper's mean 82.65 lies outside it" in md
+    assert "| DFG      | final step " in md and "| 78.00 " in md  # the per-run table: seed 0's final step
     # prefix check: seeds 0, 1 of DFG and every DELTA identical; DFG seed 2 differs in loss_d by 0.5
     prefix = pd.read_csv(tmp_path / "out" / "prefix_check.csv")
     assert len(prefix) == 6 and prefix.identical.sum() == 5

@@ -73,7 +73,7 @@ def test_study_tables_hold_hand_computed_numbers(results: Path, tmp_path: Path) 
     written = study.build(results, tmp_path / "out", params)
     names = {p.name for p in written}
     assert {"study.md", "experiment1.csv", "experiment2.csv", "prefix_check.csv", "losses.csv",
-            "study_split_spread.png", "study_critic.png"} <= names
+            "study_split_spread.png", "study_rules.png", "study_critic.png"} <= names
     e1 = pd.read_csv(tmp_path / "out" / "experiment1.csv")
     fixed_dfg = e1[(e1.method == "dfg") & e1.setting.str.startswith("one split")].set_index("rule")
     # final step 0.78, 0.79, 0.80; validation picks step 300 (the same); the test set picks step 200 (0.83)

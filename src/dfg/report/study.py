@@ -12,7 +12,7 @@
 
 Writes (atomically) into --out-dir: study.md (every table, with how each number is computed),
 experiment1.csv, experiment2.csv, prefix_check.csv, losses.csv, and the figures study_split_spread.*,
-study_critic.* (figures.formats). A suite whose runs are absent is named in study.md and its section
+study_rules.*, study_critic.* (figures.formats). A suite whose runs are absent is named in study.md and its section
 skipped: the report never mixes in numbers it does not have.
 """
 
@@ -461,6 +461,63 @@ def figure_critic(ablation: pd.DataFrame, out: Path, formats: list[str], dpi: in
     return written
 
 
+def figure_rules(fixed: pd.DataFrame, out: Path, formats: list[str], dpi: int,
+                 methods: tuple[str, ...] = ("delta", "dfg")) -> list[Path]:
+    """Accuracy against step on the fixed split, one panel per method: test and validation accuracy (mean
+    over seeds, min-max band) and, per run, the evaluation each rule keeps (final step, best validation,
+    best test), with the paper's reported mean ± std at the right edge."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dfg.report.figures import STYLE
+
+    labels = method_labels(fixed)
+    methods = tuple(m for m in methods if m in set(fixed.method))
+    if not methods:
+        return []
+    marks = (("accuracy", "steps", "final step", "o", "tab:blue"),
+             (VAL_SELECTED, "val_selected_step", "selected on validation", "^", "tab:green"),
+             (SELECTED, "selected_step", "selected on the test set (authors' rule)", "*", "tab:orange"))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(methods), figsize=(6.4 * len(methods), 5.2), sharey=True, squeeze=False)
+        for ax, method in zip(axes[0], methods, strict=True):
+            runs = fixed[fixed.method == method].sort_values("seed")
+            curves = [read_full_curve(r).set_index("step") for _, r in runs.iterrows()]
+            for column, name, colour, ls in (("test_accuracy", "test accuracy", "black", "-"),
+                                             ("val_accuracy", "validation accuracy", "tab:green", "--")):
+                cs = [c[column] for c in curves if column in c and c[column].notna().any()]
+                if not cs:
+                    continue
+                table = pd.concat(cs, axis=1) * 100
+                ax.plot(table.index, table.mean(axis=1), color=colour, ls=ls, lw=0.9, alpha=0.8,
+                        label=f"{name} (mean of {len(cs)} run{'s' * (len(cs) > 1)}; band: min-max)")
+                ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=colour, alpha=0.10, lw=0)
+            for col, step_col, name, marker, colour in marks:
+                if col not in runs or runs[col].isna().all():
+                    continue
+                ax.scatter(runs[step_col], 100 * runs[col], marker=marker, s=110 if marker == "*" else 55,
+                           color=colour, edgecolor="black", lw=0.4, zorder=4,
+                           label=f"{name}: each run, mean {100 * runs[col].mean():.2f}")
+            rep = paper.reported(method, PAPER_COLUMN)
+            if rep:
+                right = float(runs.steps.max())
+                ax.errorbar(right * 1.03, rep[0], yerr=rep[1], fmt="D", color="tab:red", ms=4, capsize=3,
+                            zorder=4, label=f"reported in the paper: {rep[0]:.2f} ± {rep[1]:.2f}")
+            n = len(runs)
+            ax.set(xlabel="Training step", title=f"{labels.get(method, method)} on one split ({n} seed{'s' * (n > 1)})")
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False, fontsize="small")
+        axes[0][0].set_ylabel("Top-1 accuracy (%)")
+        shown = fixed.loc[fixed.method.isin(methods), [c for c, *_ in marks if c in fixed]].to_numpy(float) * 100
+        reported = [paper.reported(m, PAPER_COLUMN) for m in methods]
+        top = max([float(np.nanmax(shown))] + [r[0] for r in reported if r])
+        axes[0][0].set_ylim(max(0.0, np.nanmin(shown) - 6), min(100.0, top + 2))
+        fig.tight_layout()
+        written = save_figure(fig, out, "study_rules", formats, dpi)
+    return written
+
+
 # -- the verb ----------------------------------------------------------------------------------------------
 def build(results: Path, out: Path, params: dict) -> list[Path]:
     full, fixed, ablation = (suite_runs(results, s) for s in (FULL, FIXED, ABLATION))
@@ -484,6 +541,10 @@ def build(results: Path, out: Path, params: dict) -> list[Path]:
         write_csv(written[-1], long)
         written += figure_spread(long, fixed, full, out, formats, dpi)
         md += ["![runs under each rule](study_split_spread.png)", ""]
+        rules = figure_rules(fixed, out, formats, dpi)
+        if rules:
+            written += rules
+            md += ["![accuracy against step and the evaluation each rule keeps](study_rules.png)", ""]
     if ablation is not None:
         feats_path = results / ABLATION / "figures" / "generated_features.csv"
         feats = pd.read_csv(feats_path) if feats_path.is_file() else None

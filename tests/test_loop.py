@@ -199,6 +199,29 @@ def test_bench_times_each_phase_of_a_phased_method(capsys):
     assert rows == ["difa_cmwgan (generator)", "difa_cmwgan (matching)", "original"]
 
 
+def test_bench_times_a_variant_beside_its_base_and_writes_csv(tmp_path):
+    """A suite's variant benches like a method (its base class with the variant's settings), so that the
+    two compare in one run; --out writes the rows."""
+    import argparse
+
+    import pandas as pd
+
+    from dfg.bench import main
+
+    params = make_params()
+    params["variants"] = {"dfg_slope02": {"of": "dfg", "label": "DFG, slope 0.2", "set": {"activation_slope": 0.2}}}
+    args = argparse.Namespace(backbones="lenet5", methods="dfg,dfg_slope02", steps=2, device="cpu",
+                              out=tmp_path / "b" / "bench.csv")
+    assert main(args, params) == 0
+    rows = pd.read_csv(tmp_path / "b" / "bench.csv")
+    assert list(rows.method) == ["dfg", "dfg_slope02"] and (rows.steps == 2).all()
+    assert (rows.ms_per_step - 1000 / rows.steps_per_s).abs().max() < 1e-9
+    # DFG draws its 5-batch critic queue in the first step and one fresh batch a step after that
+    assert (rows.images_per_s / rows.steps_per_s == params["train"]["batch_size"]).all()
+    with pytest.raises(DfgError, match="unknown method 'dfg_slope2'"):
+        main(argparse.Namespace(backbones="lenet5", methods="dfg_slope2", steps=1, device="cpu"), params)
+
+
 def test_cpu_threads_fix_the_result_whatever_the_process_default(task, tmp_path):
     """train.cpu_threads = 1: a run started in a 2-thread process (plain `dfg train`, `dvc repro`) equals
     one started in a 1-thread process (Snakemake's OMP_NUM_THREADS=1), metrics and curves alike."""

@@ -22,7 +22,9 @@ def run(root: Path, suite: str, method: str, seed: int, test_acc: list[float], *
     d = root / suite / "runs" / "t" / method / f"seed{seed}"
     d.mkdir(parents=True)
     m = {"task": "t", "method": method, "seed": seed, "accuracy": test_acc[-1], "steps": steps[-1],
-         "label": label or method.upper(), "split_sha256": split * 64}
+         "label": label or method.upper(), "split_sha256": split * 64, "wall_seconds": 60.0 * (seed + 1),
+         "resumed_from_step": 100 if seed == 2 else None,
+         "provenance": {"cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX2", "torch_threads": 1}}
     if split_seed is not None:
         m["split_seed"] = split_seed
     if val_acc is not None:
@@ -70,10 +72,15 @@ def results(tmp_path: Path) -> Path:
 
 def test_study_tables_hold_hand_computed_numbers(results: Path, tmp_path: Path) -> None:
     params = {"figures": {"formats": ["png"], "dpi": 40}}
+    (tmp_path / "out").mkdir()
+    pd.DataFrame({"device": "cpu", "threads": 1, "batch": 64, "backbone": "lenet5", "method": ["dfg", "dfg_slope02"],
+                  "phase": "", "steps": 30, "seconds": [1.5, 3.75], "steps_per_s": [20.0, 8.0],
+                  "images_per_s": [1280.0, 512.0], "ms_per_step": [50.0, 125.0]}
+                 ).to_csv(tmp_path / "out" / "step_cost.csv", index=False)
     written = study.build(results, tmp_path / "out", params)
     names = {p.name for p in written}
     assert {"study.md", "experiment1.csv", "experiment2.csv", "prefix_check.csv", "losses.csv",
-            "study_split_spread.png", "study_rules.png", "study_critic.png"} <= names
+            "study_split_spread.png", "study_rules.png", "study_critic.png", "cost.csv"} <= names
     e1 = pd.read_csv(tmp_path / "out" / "experiment1.csv")
     fixed_dfg = e1[(e1.method == "dfg") & e1.setting.str.startswith("one split")].set_index("rule")
     # final step 0.78, 0.79, 0.80; validation picks step 300 (the same); the test set picks step 200 (0.83)
@@ -106,6 +113,13 @@ def test_study_tables_hold_hand_computed_numbers(results: Path, tmp_path: Path) 
     assert losses.loc[("dfg", 0), "generated_below_real_from"] == 200
     assert np.isnan(losses.loc[("dfg_slope02", 0), "generated_below_real_from"])  # never below real
     assert "0.900 ± 0.100" in md  # slope 0.2's spread ratio
+    assert "| dfg_slope02 | 125.0         | 8.00      | 2.50" in md  # step cost: 125 / 50 ms
+    # cost: 60, 120 and 180 s of training loop for seeds 0-2, seed 2 resumed
+    spent = pd.read_csv(tmp_path / "out" / "cost.csv").set_index(["suite", "method"])
+    row = spent.loc[("fmnist-fixed-split", "dfg")]
+    assert (row.runs, row.median_minutes, row.total_hours, row.resumed_runs) == (3, 2.0, pytest.approx(0.1), 1)
+    assert row["where"] == "AMD EPYC, AVX2, 1 thread(s)"
+    assert "`fmnist-full` 6 runs, 0.2 h of training loops" in md
 
 
 def test_missing_suites_are_named_and_none_is_an_error(results: Path, tmp_path: Path) -> None:

@@ -148,10 +148,12 @@ def evaluate(p: argparse.ArgumentParser, n: Names) -> None:
 def bench(p: argparse.ArgumentParser, n: Names) -> None:
     p.add_argument("--backbones", type=list_of("backbone", n.backbones),
                    help="comma-separated (default: params bench.backbones)" + listing(n.backbones))
-    p.add_argument("--methods", type=list_of("method", n.registered_methods),
-                   help="comma-separated (default: every registered method)" + listing(n.registered_methods))
+    p.add_argument("--methods", type=list_of("method", n.methods or n.registered_methods),
+                   help="comma-separated, the suite's variants included (default: every registered method)"
+                   + listing(n.methods or n.registered_methods))
     p.add_argument("--steps", type=int, help="timed steps (default: params bench.steps)")
     p.add_argument("--device", choices=DEVICES, help="default: params `device`")
+    p.add_argument("--out", type=Path, help="also write the rows to this CSV file")
 
 
 def aggregate(p: argparse.ArgumentParser, n: Names) -> None:

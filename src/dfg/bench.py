@@ -7,7 +7,9 @@ steps, then `bench.steps` timed ones (params `bench`, `train.batch_size`, `train
 must hold every kind of step (DFG's classifier update comes every `classifier_every` = 5 steps): on CUDA,
 cuDNN autotunes each new shape once, and that must not land in the timed window. A method with phases
 that do different work (DIFA: generator, then matching) gets one row per phase, each timed from its
-first step. The run is nominally BENCH_RUN_STEPS long, so switches placed at a fraction of the run
+first step. A suite's method variants (`variants:`) bench like methods, so that a variant and its
+base compare in one run (`dfg --suite dfg-slope02 bench --methods dfg,dfg_slope02`); `--out` also writes
+the rows as CSV. The run is nominally BENCH_RUN_STEPS long, so switches placed at a fraction of the run
 (DRW, DRS, the step LR decay) stay after the window: the rows time the first part of such methods."""
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from dfg import DfgError
 from dfg.batches import DeviceImages, EvalImages, TaskData, TrainBatches
 from dfg.loop import make_context
 from dfg.methods import METHODS
+from dfg.methods.variants import method_spec
 from dfg.models import BACKBONES, build_backbone
 from dfg.runtime import choose_device, configure_determinism, derive_seed, seed_everything
 from dfg.train import frozen_copy
+from dfg.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +75,12 @@ def bench_one(params: dict, backbone: str, method_name: str, device: torch.devic
     cfg, train_cfg = params.get("bench", {}), params["train"]
     seed_everything(derive_seed(BENCH_SEED, "init"))
     num_classes = int(cfg.get("num_classes", 10))
-    cls = METHODS.get(method_name)
-    hp = params["methods"].get(method_name, {})
+    spec = method_spec(params, method_name)  # a registered method or one of the suite's variants
+    cls, hp = spec.cls, spec.hp
     net = cls.adapt_net(build_backbone(backbone, num_classes), hp).to(device)
     data = random_task(net.info, num_classes, int(cfg.get("n_images", 512)), int(train_cfg["batch_size"]), device,
                        int(params["prepare"].get("image_size", 256)))
-    ctx = make_context(task="bench", method=method_name, seed=BENCH_SEED, params=params, hp=hp, device=device,
+    ctx = make_context(task="bench", method=spec.base, seed=BENCH_SEED, params=params, hp=hp, device=device,
                        net=net, source_net=frozen_copy(net) if cls.needs_source else None, data=data,
                        total_steps=BENCH_RUN_STEPS, optimizer=train_cfg["optimizer"][backbone])
     method = cls(ctx)
@@ -113,7 +117,7 @@ def main(args: argparse.Namespace, params: dict) -> int:
     for b in backbones:
         BACKBONES.get(b)
     for m in methods:
-        METHODS.get(m)
+        method_spec(params, m)
     steps = int(args.steps or cfg.get("steps", 10))
     if steps < 1:
         raise DfgError("--steps must be at least 1")
@@ -123,7 +127,7 @@ def main(args: argparse.Namespace, params: dict) -> int:
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"threads {threads}, batch {params['train']['batch_size']}, {steps} timed steps, torch {torch.__version__}")
     print(f"{'backbone':<10} {'method':<24} {'steps/s':>9} {'images/s':>10} {'ms/step':>9}")
-    failed = 0
+    failed, rows = 0, []
     warmup = int(cfg.get("warmup", 6))
     for b in backbones:
         for m in methods:
@@ -139,6 +143,17 @@ def main(args: argparse.Namespace, params: dict) -> int:
                 if phase is None:
                     todo = r["phases"][1:]
                 _print_row(b, f"{m} ({r['phase']})" if r["phase"] else m, r)
+                rows.append({"device": str(device), "threads": threads, "batch": params["train"]["batch_size"],
+                             **{k: r[k] for k in ("backbone", "method", "phase", "steps", "seconds", "steps_per_s",
+                                                  "images_per_s")}, "ms_per_step": 1000 / r["steps_per_s"]})
+    if getattr(args, "out", None):
+        import csv
+
+        with atomic_path(args.out, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["backbone", "method"])
+            writer.writeheader()
+            writer.writerows(rows)
+        log.info("wrote %s", args.out)
     return 1 if failed else 0
 
 

@@ -11,7 +11,7 @@
   (the premise of comparing against fmnist-full's curves there).
 
 Writes (atomically) into --out-dir: study.md (every table, with how each number is computed),
-experiment1.csv, experiment2.csv, prefix_check.csv, losses.csv, and the figures study_split_spread.*,
+experiment1.csv, experiment2.csv, prefix_check.csv, losses.csv, cost.csv, and the figures study_split_spread.*,
 study_rules.*, study_critic.* (figures.formats). A suite whose runs are absent is named in study.md and its section
 skipped: the report never mixes in numbers it does not have.
 """
@@ -40,6 +40,9 @@ PAPER_COLUMN = "fmnist"
 #: Rules, as (column of load_runs, label).
 RULES = (("accuracy", "final step"), (VAL_SELECTED, "selected on validation"),
          (SELECTED, "selected on the test set (authors' rule; optimistic)"))
+#: The step-cost measurement that study.md reads when present: written by
+#: `dfg --suite dfg-slope02 bench --backbones lenet5 --methods dfg,dfg_slope02 --out results/study/step_cost.csv`.
+STEP_COST = "step_cost.csv"
 #: Evaluations averaged for "late in the run" losses: the last this many of each run's curve.
 LATE_EVALUATIONS = 20
 NO = "—"
@@ -355,6 +358,71 @@ def experiment2(ablation: pd.DataFrame, full: pd.DataFrame | None, features: pd.
     return pd.DataFrame(acc_rows), prefix, losses, lines
 
 
+def step_cost(bench: pd.DataFrame, base: str = "dfg") -> list[str]:
+    """The step of each benched method against `base`'s, from one `dfg bench --out` run (its rows were
+    timed back to back in one process, so their ratio holds on that machine)."""
+    rows = bench[bench.backbone == "lenet5"] if "lenet5" in set(bench.backbone) else bench
+    if base not in set(rows.method):
+        return []
+    ref = float(rows.loc[rows.method == base, "ms_per_step"].iloc[0])
+    view = [{"method": r.method, "ms per step": f"{r.ms_per_step:.1f}", "steps/s": f"{r.steps_per_s:.2f}",
+             f"× {base}'s step": f"{r.ms_per_step / ref:.2f}"} for r in rows.itertuples()]
+    first = rows.iloc[0]
+    return ["### The step's cost", "",
+            (f"`dfg bench` (random data of the right shape, batch {int(first.batch)}, {int(first.steps)} timed steps "
+             f"after the untimed warm-up, {first.device}, {first.threads} thread(s)), every row in one run: "
+             "`results/study/step_cost.csv`."), "",
+            pd.DataFrame(view).to_markdown(index=False, disable_numparse=True), ""]
+
+
+# -- cost --------------------------------------------------------------------------------------------------
+def cost(suites: dict[str, pd.DataFrame | None]) -> tuple[pd.DataFrame, list[str]]:
+    """What each suite's training cost, from its runs' metrics.json: per method, the runs, the median and
+    total training-loop time (wall_seconds: the loop with its evaluations, summed over the attempts of a
+    resumed run; start-up and set-up excluded), where the runs ran (CPU model, torch's kernel set,
+    threads) and how many resumed from a checkpoint."""
+    import json
+
+    rows = []
+    for suite, runs in suites.items():
+        if runs is None:
+            continue
+        labels = method_labels(runs)
+        for method, g in runs.groupby("method", sort=False):
+            where, resumed = set(), 0
+            for path in g.path:
+                m = json.loads(Path(path).read_text())
+                prov = m.get("provenance") or {}
+                gpu = prov.get("gpu")
+                where.add(str(gpu.get("name")) if isinstance(gpu, dict) and gpu.get("name") else
+                          f"{prov.get('cpu_model', '?')}, {prov.get('torch_cpu_capability', '?')}, "
+                          f"{prov.get('torch_threads', '?')} thread(s)")
+                resumed += m.get("resumed_from_step") is not None
+            minutes = g.wall_seconds.dropna() / 60
+            rows.append({"suite": suite, "method": method, "label": labels.get(method, method), "runs": len(g),
+                         "steps": int(g.steps.dropna().max()) if g.steps.notna().any() else math.nan,
+                         "median_minutes": float(minutes.median()) if len(minutes) else math.nan,
+                         "total_hours": float(minutes.sum() / 60) if len(minutes) else math.nan,
+                         "resumed_runs": resumed, "where": "; ".join(sorted(where))})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame, []
+    lines = ["## Cost", "",
+             ("Training-loop time from each run's metrics.json (`wall_seconds`: the training steps and their "
+              "evaluations, summed over the attempts of a run resumed from a checkpoint; start-up and set-up, a "
+              "few seconds a job, are not in it). CPU runs, one thread each, two runs at a time on two cores."), ""]
+    view = frame.assign(**{"median per run (min)": frame.median_minutes.map(lambda v: f"{v:.1f}"),
+                           "total (h)": frame.total_hours.map(lambda v: f"{v:.2f}")})
+    view = view.rename(columns={"label": "method (label)", "resumed_runs": "resumed runs",
+                                "where": "ran on"})
+    lines += [view[["suite", "method (label)", "runs", "steps", "median per run (min)", "total (h)",
+                    "resumed runs", "ran on"]].to_markdown(index=False, disable_numparse=True), ""]
+    totals = frame.groupby("suite", sort=False).agg(runs=("runs", "sum"), hours=("total_hours", "sum"))
+    lines += ["Per suite, in all: " + "; ".join(f"`{s}` {int(t.runs)} runs, {t.hours:.1f} h of training loops"
+                                               for s, t in totals.iterrows()) + ".", ""]
+    return frame, lines
+
+
 # -- figures -----------------------------------------------------------------------------------------------
 def save_figure(fig, out: Path, name: str, formats: list[str], dpi: int) -> list[Path]:
     """`fig` as out/name.<fmt> for every format (atomically, no timestamps), then closed."""
@@ -551,12 +619,19 @@ def build(results: Path, out: Path, params: dict) -> list[Path]:
         step = int(ablation.steps.dropna().max())
         acc, prefix, losses, lines = experiment2(ablation, full, feats, step)
         md += lines
+        if (out / STEP_COST).is_file():
+            md += step_cost(pd.read_csv(out / STEP_COST))
         for name, frame in (("experiment2.csv", acc), ("prefix_check.csv", prefix), ("losses.csv", losses)):
             if len(frame):
                 written.append(out / name)
                 write_csv(written[-1], frame)
         written += figure_critic(ablation, out, formats, dpi)
         md += ["![accuracy, critic loss and the classifier's cross-entropies](study_critic.png)", ""]
+    spent, lines = cost({FULL: full, FIXED: fixed, ABLATION: ablation})
+    if len(spent):
+        md += lines
+        written.append(out / "cost.csv")
+        write_csv(written[-1], spent)
     written.append(out / "study.md")
     write_text(written[-1], "\n".join(md))
     return written

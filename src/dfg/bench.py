@@ -124,6 +124,7 @@ def main(args: argparse.Namespace, params: dict) -> int:
     device = choose_device(args.device or params["device"])
     configure_determinism(device, bool(params["train"]["deterministic"]))
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
+    kernels = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else "-"
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"threads {threads}, batch {params['train']['batch_size']}, {steps} timed steps, torch {torch.__version__}")
     print(f"{'backbone':<10} {'method':<24} {'steps/s':>9} {'images/s':>10} {'ms/step':>9}")
@@ -143,7 +144,8 @@ def main(args: argparse.Namespace, params: dict) -> int:
                 if phase is None:
                     todo = r["phases"][1:]
                 _print_row(b, f"{m} ({r['phase']})" if r["phase"] else m, r)
-                rows.append({"device": str(device), "threads": threads, "batch": params["train"]["batch_size"],
+                rows.append({"device": str(device), "cpu_kernels": kernels, "threads": threads,
+                             "batch": params["train"]["batch_size"],
                              **{k: r[k] for k in ("backbone", "method", "phase", "steps", "seconds", "steps_per_s",
                                                   "images_per_s")}, "ms_per_step": 1000 / r["steps_per_s"]})
     if getattr(args, "out", None):

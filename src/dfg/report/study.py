@@ -370,7 +370,9 @@ def step_cost(bench: pd.DataFrame, base: str = "dfg") -> list[str]:
     first = rows.iloc[0]
     return ["### The step's cost", "",
             (f"`dfg bench` (random data of the right shape, batch {int(first.batch)}, {int(first.steps)} timed steps "
-             f"after the untimed warm-up, {first.device}, {first.threads} thread(s)), every row in one run: "
+             f"after the untimed warm-up, {first.device}"
+             + (f" ({first.cpu_kernels} kernels)" if "cpu_kernels" in rows and first.device == "cpu" else "")
+             + f", {first.threads} thread(s)), every row in one run: "
              "`results/study/step_cost.csv`."), "",
             pd.DataFrame(view).to_markdown(index=False, disable_numparse=True), ""]
 

@@ -88,3 +88,25 @@ def test_every_schema_error_is_listed(project):
     assert "methods.dfg.activation_slop: unknown key 'activation_slop'; did you mean 'activation_slope'?" in msg
     assert "train.stepz: unknown key 'stepz'; did you mean 'steps'?" in msg
     assert "train.batch_size: -3 is less than the minimum of 1" in msg
+
+
+@pytest.mark.parametrize("suite", sorted(p.stem for p in (ROOT / "workflow" / "suites").glob("*.yaml")))
+def test_every_committed_suite_validates_and_names_known_methods(suite: str) -> None:
+    from dfg.methods.variants import known_methods
+
+    params = load_params(ROOT / "params.yaml", suite)
+    assert params["suite"] == suite
+    assert set(params["run"]["methods"]) <= set(known_methods(params))
+    assert set(params["run"]["tasks"]) <= set(params["tasks"])
+
+
+def test_fmnist_emnist_is_fmnist_full_with_the_papers_source_alone() -> None:
+    """The suite that would test the EMNIST source changes nothing else: same methods, seeds, steps,
+    evaluations and split sizes as fmnist-full; its task differs from fmnist-mnist5k in the source only."""
+    full, emnist = load_params(ROOT / "params.yaml", "fmnist-full"), load_params(ROOT / "params.yaml", "fmnist-emnist")
+    assert {k: v for k, v in full["run"].items() if k != "tasks"} == {k: v for k, v in emnist["run"].items() if k != "tasks"}
+    assert full["train"] == emnist["train"] and full["methods"] == emnist["methods"]
+    (a,), (b,) = full["run"]["tasks"], emnist["run"]["tasks"]
+    ta, tb = full["tasks"][a], emnist["tasks"][b]
+    assert {k for k in ta.keys() | tb.keys() if ta.get(k) != tb.get(k)} == {"source"}
+    assert (ta["source"], tb["source"]) == ("lenet5-mnist5k", "lenet5-emnist")

@@ -390,7 +390,10 @@ def cost(suites: dict[str, pd.DataFrame | None]) -> tuple[pd.DataFrame, list[str
         if runs is None:
             continue
         labels = method_labels(runs)
-        for method, g in runs.groupby("method", sort=False):
+        order = list(dict.fromkeys([m for m in paper.PAPER_METHODS if m in set(runs.method)]
+                                   + sorted(set(runs.method) - set(paper.PAPER_METHODS))))
+        for method in order:
+            g = runs[runs.method == method]
             where, resumed = set(), 0
             for path in g.path:
                 m = json.loads(Path(path).read_text())
@@ -412,7 +415,7 @@ def cost(suites: dict[str, pd.DataFrame | None]) -> tuple[pd.DataFrame, list[str
     lines = ["## Cost", "",
              ("Training-loop time from each run's metrics.json (`wall_seconds`: the training steps and their "
               "evaluations, summed over the attempts of a run resumed from a checkpoint; start-up and set-up, a "
-              "few seconds a job, are not in it). CPU runs, one thread each, two runs at a time on two cores."), ""]
+              "few seconds a job, are not in it). Where the runs ran: the last column, from their provenance."), ""]
     view = frame.assign(**{"median per run (min)": frame.median_minutes.map(lambda v: f"{v:.1f}"),
                            "total (h)": frame.total_hours.map(lambda v: f"{v:.2f}")})
     view = view.rename(columns={"label": "method (label)", "resumed_runs": "resumed runs",

@@ -37,9 +37,7 @@ def broken_links(page: Path) -> list[str]:
     for target in links(page):
         path, _, anchor = target.partition("#")
         dest = (page.parent / path).resolve() if path else page
-        if not dest.exists():
-            broken.append(target)
-        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+        if not dest.exists() or anchor and dest.suffix == ".md" and anchor not in anchors(dest):
             broken.append(target)
     return broken
 

@@ -75,16 +75,20 @@ class Context:
         return Path(row["path"]).parent
 
     def save(self, fig: plt.Figure, name: str) -> list[Path]:
-        """Write `fig` as out_dir/name.<fmt> for every configured format (atomically) and close it."""
-        written = []
-        for fmt in self.fig_params.get("formats", ["png", "pdf"]):
-            path = self.out_dir / f"{name}.{fmt}"
-            with atomic_path(path, suffix=f".{fmt}") as tmp:
-                fig.savefig(tmp, format=fmt, dpi=self.fig_params.get("dpi", 150),
-                            metadata=REPRODUCIBLE_METADATA.get(fmt))
-            written.append(path)
-        plt.close(fig)
-        return written
+        return save_figure(fig, self.out_dir, name, self.fig_params)
+
+
+def save_figure(fig: plt.Figure, out_dir: Path, name: str, fig_params: dict) -> list[Path]:
+    """Write `fig` as out_dir/name.<fmt> for every format of params `figures` (atomically, no timestamps)
+    and close it."""
+    written = []
+    for fmt in fig_params.get("formats", ["png", "pdf"]):
+        path = out_dir / f"{name}.{fmt}"
+        with atomic_path(path, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=fig_params.get("dpi", 150), metadata=REPRODUCIBLE_METADATA.get(fmt))
+        written.append(path)
+    plt.close(fig)
+    return written
 
 
 def build_context(runs_dir: Path, out_dir: Path, params: dict, table: Path | None = None) -> Context:

@@ -193,6 +193,19 @@ def load_params(
     return params
 
 
+#: Settings of how a run is executed, not of what it computes: left out of a job's parameter identity
+#: (Snakemake's values param, metrics.json's params), so changing one never reruns a finished job.
+EXECUTION_KEYS = {"train": ("capture",)}
+
+
+def identity(section: str, value: Any) -> Any:
+    """`value` of params section `section` without its EXECUTION_KEYS (what a job's results depend on)."""
+    drop = EXECUTION_KEYS.get(section)
+    if not drop or not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if k not in drop}
+
+
 def select(params: dict, dotted: str) -> Any:
     """params['a']['b'] for 'a.b'."""
     node: Any = params

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from dfg import DfgError
+from dfg.capture import CapturedSteps
 from dfg.methods.base import Method, RunContext
 from dfg.runtime import autocast_factory, derive_seed, make_generator, rng_state, set_rng_state
 from dfg.utils.io import load_torch, save_torch
@@ -30,18 +31,19 @@ log = logging.getLogger(__name__)
 
 
 # -- optimiser and schedule from params --------------------------------------------------------------
-def optimizer_factory(opt: dict, total_steps: Callable[[], int], lr: float | None = None
+def optimizer_factory(opt: dict, total_steps: Callable[[], int], lr: float | None = None, capturable: bool = False
                       ) -> tuple[Callable[..., torch.optim.Optimizer], Callable[[torch.optim.Optimizer], object]]:
     """(make_optimizer, make_scheduler) for one `train.optimizer[backbone]` block (method.md §2: Adam
     for LeNet/VGG, SGD with a step decay for ResNet). `lr` overrides the block's (source pre-training).
-    `total_steps()` is read when the scheduler is made, i.e. after the loop knows the method's steps."""
+    `total_steps()` is read when the scheduler is made, i.e. after the loop knows the method's steps.
+    `capturable`: Adam keeps its step count on the device, so a CUDA graph can record its step."""
     lr = float(opt["lr"] if lr is None else lr)
     wd = float(opt.get("weight_decay", 0.0))
 
     def make_optimizer(params) -> torch.optim.Optimizer:
         if opt["name"] == "adam":
             betas = tuple(opt.get("betas", (0.9, 0.999)))
-            return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd)
+            return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd, capturable=capturable)
         if opt["name"] == "sgd":
             return torch.optim.SGD(params, lr=lr, momentum=float(opt.get("momentum", 0.0)), weight_decay=wd)
         raise DfgError(f"unknown optimizer {opt['name']!r}; use adam or sgd")
@@ -57,17 +59,20 @@ def optimizer_factory(opt: dict, total_steps: Callable[[], int], lr: float | Non
 
 def make_context(*, task: str, method: str, seed: int, params: dict, hp: dict, device: torch.device,
                  net: torch.nn.Module, source_net: torch.nn.Module | None, data, total_steps: int,
-                 optimizer: dict, lr: float | None = None) -> RunContext:
+                 optimizer: dict, lr: float | None = None, capture: str = "off") -> RunContext:
     """The RunContext of one run; its generator is seeded from (seed, "method"), independent of the
-    data stream's seeds, so a method drawing more or fewer random numbers never changes the batches."""
+    data stream's seeds, so a method drawing more or fewer random numbers never changes the batches.
+    `capture`: the resolved train.capture mode (dfg.capture.resolve_mode)."""
     extras: dict = {}
-    make_opt, make_sched = optimizer_factory(optimizer, lambda: extras.get("method_steps", total_steps), lr)
+    graph = capture == "graph"
+    make_opt, make_sched = optimizer_factory(optimizer, lambda: extras.get("method_steps", total_steps), lr,
+                                             capturable=graph)
     return RunContext(
         task=task, method=method, seed=seed, params=params, hp=hp, device=device, net=net,
         source_net=source_net, data=data, total_steps=total_steps,
         generator=make_generator(device, derive_seed(seed, "method")),
-        autocast=autocast_factory(device, bool(params["train"].get("amp", True))),
-        make_optimizer=make_opt, make_scheduler=make_sched, extras=extras,
+        autocast=autocast_factory(device, bool(params["train"].get("amp", True)), cache=not graph),
+        make_optimizer=make_opt, make_scheduler=make_sched, extras=extras, capture=capture,
     )
 
 
@@ -222,8 +227,9 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
                disable=not interactive, leave=False, dynamic_ncols=True)
     progress = Progress(total, start, PROGRESS_EVERY_S if progress_every_s is None else progress_every_s)
     window_start = curves[-1]["step"] + 1 if curves else 1  # first step summed into loss_sums
+    steps_of = CapturedSteps(method, ctx.capture) if ctx.capture != "off" else None
     for step in range(start, total):
-        logs = method.train_step(step)
+        logs = steps_of(step) if steps_of is not None else method.train_step(step)
         bar.update(1)
         for name, value in logs.items():
             s, n = loss_sums.get(name, (0.0, 0))
@@ -256,8 +262,9 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
             callback(done, logs)
     bar.close()
     method.on_train_end()
+    extra = {"capture": steps_of.summary() if steps_of is not None else {"mode": "off"}}
     return FitResult(steps=total, curves=curves, wall_seconds=wall_before + time.perf_counter() - t0,
-                     resumed_from=resumed_from, last_eval=last_eval)
+                     resumed_from=resumed_from, last_eval=last_eval, extra=extra)
 
 
 #: curves.csv's accuracy columns, in this order; the validation pair only in runs whose split has one.

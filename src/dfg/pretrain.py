@@ -17,6 +17,7 @@ import numpy as np
 
 from dfg import DfgError, provenance
 from dfg.batches import build_task_data, read_meta, stratified_subset
+from dfg.capture import resolve_mode
 from dfg.loop import fit, make_context
 from dfg.methods import METHODS
 from dfg.metrics import compute_metrics
@@ -65,7 +66,8 @@ def run_pretrain(params: dict, source: str, *, prepared_dir: Path | None = None,
     steps = int(scfg["epochs"]) * max(1, len(data.train) // data.train.batch_size)
     ctx = make_context(task=f"source:{source}", method=SOURCE_METHOD, seed=seed, params=params, hp={},
                        device=dev, net=net, source_net=None, data=data, total_steps=steps,
-                       optimizer=train_cfg["optimizer"][backbone], lr=float(scfg["lr"]))
+                       optimizer=train_cfg["optimizer"][backbone], lr=float(scfg["lr"]),
+                       capture=resolve_mode(train_cfg.get("capture", "auto"), dev))
     method = METHODS.get(SOURCE_METHOD)(ctx)
     resume = out.with_name(out.name.removesuffix(".pt") + ".resume.pt")
     run_fields = {"kind": "source", "backbone": backbone, "num_classes": k, "task": f"source:{source}",

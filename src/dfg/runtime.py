@@ -77,11 +77,12 @@ def configure_cpu_threads(device: torch.device, threads: int) -> None:
     threadpool_limits(limits=threads)
 
 
-def autocast_factory(device: torch.device, amp: bool) -> Callable[[], AbstractContextManager]:
+def autocast_factory(device: torch.device, amp: bool, cache: bool = True) -> Callable[[], AbstractContextManager]:
     """A zero-argument callable returning the autocast context for a forward pass: bf16 on CUDA when
-    `train.amp` (bf16 needs no loss scaling), a no-op elsewhere (CPU autocast is slower here)."""
+    `train.amp` (bf16 needs no loss scaling), a no-op elsewhere (CPU autocast is slower here). `cache`
+    False for steps recorded as CUDA graphs (autocast's weight-cast cache must not outlive a capture)."""
     if device.type == "cuda" and amp:
-        return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext
 
 

@@ -20,6 +20,8 @@ import torch
 
 from dfg import DfgError, provenance
 from dfg.batches import TaskData, build_task_data
+from dfg.capture import resolve_mode
+from dfg.config import identity
 from dfg.loop import curves_csv, fit, make_context, predict
 from dfg.methods.base import Method
 from dfg.methods.variants import method_spec
@@ -186,7 +188,8 @@ def run_training(params: dict, task: str, method_name: str, seed: int, *, split_
     # a variant runs as its base method (same named random streams), so it differs only in its `set`
     ctx = make_context(task=task, method=spec.base, seed=seed, params=params, hp=hp, device=dev, net=net,
                        source_net=source_net, data=data, total_steps=int(steps or train_cfg["steps"]),
-                       optimizer=train_cfg["optimizer"][backbone])
+                       optimizer=train_cfg["optimizer"][backbone],
+                       capture=resolve_mode(train_cfg.get("capture", "auto"), dev))
     method = cls(ctx)
     run_fields = {"kind": "run", "backbone": backbone, "num_classes": data.num_classes, "task": task,
                   "method": method_name, "seed": seed}
@@ -216,7 +219,8 @@ def run_training(params: dict, task: str, method_name: str, seed: int, *, split_
         "steps": result.steps, "wall_seconds": round(result.wall_seconds, 3),
         "device": str(dev), "torch_version": torch.__version__, "git_commit": git_commit(),
         "suite": params["suite"], "resumed_from_step": result.resumed_from, "provenance": provenance.collect(dev),
-        "params": {"task": tcfg, "train": train_cfg, "methods": {method_name: hp}},
+        **({"capture": result.extra["capture"]} if ctx.capture != "off" else {}),
+        "params": {"task": tcfg, "train": identity("train", train_cfg), "methods": {method_name: hp}},
     })
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", metrics)

@@ -7,7 +7,7 @@ import torch
 
 from dfg.methods import METHODS
 from dfg.methods.longtail import SupervisedMethod
-from dfg.methods.losses import logit_adjusted_loss
+from dfg.methods.losses import logit_shift, shifted_cross_entropy
 
 
 @METHODS.register("balanced_softmax")
@@ -16,5 +16,10 @@ class BalancedSoftmax(SupervisedMethod):
 
     label = "Balanced Softmax"
 
+    def setup(self) -> None:
+        super().setup()
+        # τ·log π on the device once (a capturable step copies nothing from the host)
+        self.shift = logit_shift(self.class_counts, float(self.ctx.hp["tau"])).to(self.ctx.device)
+
     def loss(self, logits: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
-        return logit_adjusted_loss(logits, y, self.class_counts, float(self.ctx.hp["tau"]))
+        return shifted_cross_entropy(logits, y, self.shift)

@@ -8,6 +8,7 @@ how its network is adapted or its logits adjusted.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +40,7 @@ class RunContext:
     make_optimizer: Any  # callable(params_iterable) -> optimizer per train.optimizer[backbone]
     make_scheduler: Any  # callable(optimizer) -> LR scheduler stepped once per step (or None)
     extras: dict = field(default_factory=dict)
+    capture: str = "off"  # train.capture resolved (dfg.capture): "graph" | "static" | "off"
 
 
 class Method:
@@ -85,8 +87,33 @@ class Method:
     def train_step(self, step: int) -> Logs:
         """Do one step (draw batches from self.ctx.data.train); return scalar losses for curves.csv, as
         detached 0-dim tensors (the loop sums them on the device: no host sync per step on CUDA) or floats.
-        A non-finite loss stops the run at the next evaluation (fit)."""
+        A non-finite loss stops the run at the next evaluation (fit). By default the three parts below,
+        in order: a method either implements those (and can be captured) or overrides this."""
+        logs = self.step_body(step, self.step_inputs(step))
+        self.step_after(step)
+        return logs
+
+    # -- captured steps (dfg.capture) ----------------------------------------------------------------------
+    def capture_key(self, step: int) -> Hashable | None:
+        """Which recorded body replays `step` (steps whose device work differs need different keys), or
+        None: the step runs eagerly through train_step. None by default (a method that overrides
+        train_step, or draws host-side random numbers inside its step, cannot be captured)."""
+        return None
+
+    def step_inputs(self, step: int) -> tuple[torch.Tensor, ...]:
+        """The host-side work before the step's device work (draw batches, switch sampling); returns the
+        step's input tensors, whose shapes depend on capture_key(step) only."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither train_step nor step_inputs")
+
+    def step_body(self, step: int, inputs: tuple[torch.Tensor, ...]) -> Logs:
+        """The step's device work on `inputs`: forwards, backwards, optimiser steps. No host sync (no
+        .item(), float(tensor), bool(tensor), nonzero, host-to-device copy of new data) and nothing of
+        `step` beyond what capture_key(step) says, so one recording serves every step of its key.
+        Returns the losses as 0-dim tensors."""
         raise NotImplementedError
+
+    def step_after(self, step: int) -> None:
+        """The host-side work after the device work (LR scheduler steps, refreshes)."""
 
     @classmethod
     def untrained_steps(cls, hp: dict, total_steps: int) -> int:

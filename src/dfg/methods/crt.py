@@ -29,13 +29,13 @@ class CRT(FrozenBodyMethod):
         super().setup()
         self.ctx.data.train.set_class_weights(torch.ones(self.ctx.data.num_classes))
 
-    def train_step(self, step: int) -> Logs:
-        x, y = self.ctx.data.train.next()
+    def step_body(self, step: int, inputs: tuple[torch.Tensor, ...]) -> Logs:
+        x, y = inputs
         self.set_modes()
         head = self.ctx.net.last_fc
         with self.ctx.autocast():
             feats = penultimate(self.ctx.net, head, x)
             logits = head(feats)
         loss = Fn.cross_entropy(logits.float(), y)
-        self.update(loss)
+        self.optimize(loss)
         return {"loss": loss.detach()}

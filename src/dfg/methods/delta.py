@@ -182,9 +182,16 @@ class Delta(Method):
         self.optimizer = ctx.make_optimizer(ctx.net.parameters())
         self.scheduler = ctx.make_scheduler(self.optimizer)
 
-    def train_step(self, step: int) -> Logs:
+    # -- the step, in the parts dfg.capture records ------------------------------------------------------
+    def capture_key(self, step: int) -> str:
+        return "delta"
+
+    def step_inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ctx.data.train.next()
+
+    def step_body(self, step: int, inputs: tuple[torch.Tensor, ...]) -> Logs:
         ctx, hp = self.ctx, self.ctx.hp
-        x, y = ctx.data.train.next()
+        x, y = inputs
         with ctx.autocast():
             src_feats, src_hooks = self.reg.source_maps(x)
             feats = ctx.net.F(x)
@@ -197,8 +204,10 @@ class Delta(Method):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
         return {"loss": loss.detach(), "loss_ce": ce.detach(), "omega_e": oe.detach(), "omega_c": oc.detach(),
                 "omega_fc": ofc.detach()}
+
+    def step_after(self, step: int) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
 

@@ -68,8 +68,10 @@ def build_gan(ctx, hp: dict, conditional_critic: bool = False) -> tuple[FeatureG
     return g, d
 
 
-def gan_optimizer(module: nn.Module, hp: dict, which: str) -> torch.optim.Optimizer:
-    return torch.optim.Adam(module.parameters(), lr=hp[f"lr_{which}"], betas=tuple(hp["gan_betas"]))
+def gan_optimizer(module: nn.Module, hp: dict, which: str, capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam for G or D (`capturable` when the step is recorded as a CUDA graph)."""
+    return torch.optim.Adam(module.parameters(), lr=hp[f"lr_{which}"], betas=tuple(hp["gan_betas"]),
+                            capturable=capturable)
 
 
 @METHODS.register("dfg")
@@ -84,14 +86,15 @@ class DFG(Delta):
         super().setup()  # source analysis, regulariser, F/C optimiser and schedule (delta.py)
         ctx, hp = self.ctx, self.ctx.hp
         self.G, self.D = build_gan(ctx, hp)
-        self.opt_g = gan_optimizer(self.G, hp, "g")
-        self.opt_d = gan_optimizer(self.D, hp, "d")
+        graph = ctx.capture == "graph"
+        self.opt_g = gan_optimizer(self.G, hp, "g", graph)
+        self.opt_d = gan_optimizer(self.D, hp, "d", graph)
         k = ctx.data.num_classes
         self.classes = torch.arange(k, device=ctx.device)
         raw = class_attention(self.analysis.w, self.analysis.labels, k)
         self.attention = threshold_attention(raw, hp["attention_threshold_initial"]).to(ctx.device)
         self.attention_steps: list[int] = [0]
-        self.attention_history: list[torch.Tensor] = [self.attention.cpu()]
+        self.attention_history: list[torch.Tensor] = [self.attention.cpu().clone()]
         self.refreshes = 0
         self.last_e_loss = float("inf")
         self.queue: deque | None = None
@@ -127,20 +130,37 @@ class DFG(Delta):
             fake = self.G(z, onehot, onehot @ self.attention)
         return fake.float(), y
 
-    # -- one step ----------------------------------------------------------------------------------------
-    def train_step(self, step: int) -> Logs:
-        hp = self.ctx.hp
+    # -- one step, in the parts dfg.capture records --------------------------------------------------------
+    def capture_key(self, step: int) -> tuple[str, bool]:
+        """Two bodies: with and without step 5 (the classifier update every `classifier_every` steps)."""
+        return ("dfg", self.classifier_step(step))
+
+    def classifier_step(self, step: int) -> bool:
+        return step % self.ctx.hp["classifier_every"] == 0 and step != 0
+
+    def step_inputs(self, step: int) -> tuple[torch.Tensor, ...]:
+        """The queue's batches, flattened: (x_0, y_0, x_1, y_1, ...)."""
         if self.queue is None:
             self._fill_queue()
-        x0, y0 = self.queue[0]
-        f0, reals = self.queue_features()
+        return tuple(t for batch in self.queue for t in batch)
+
+    def step_body(self, step: int, inputs: tuple[torch.Tensor, ...]) -> Logs:
+        xs, (y0, *_) = list(inputs[0::2]), inputs[1::2]
+        x0 = xs[0]
+        f0, reals = self.queue_features(xs)
         logs = self.critic_updates(reals)
         logs["loss_g"] = self.generator_adversarial()
         self.generator_label_preserving(f0.detach(), y0)
         extractor_logs, src_hooks = self.extractor_classifier_update(x0, y0, f0)
         logs.update(extractor_logs)
-        if step % hp["classifier_every"] == 0 and step != 0:
+        if self.classifier_step(step):
             logs.update(self.classifier_update(x0, y0, src_hooks))
+        return logs
+
+    def step_after(self, step: int) -> None:
+        """Scheduler, attention refresh (reads the last extractor loss: a host sync at refresh steps only),
+        then the queue drops x_0 and draws a fresh batch."""
+        hp = self.ctx.hp
         if self.scheduler is not None:
             self.scheduler.step()
         if step % hp["refresh_every"] == 0 and step != 0 and float(self.last_e_loss) < hp["refresh_max_loss"]:
@@ -148,13 +168,12 @@ class DFG(Delta):
         self.queue.popleft()
         self.queue_states.popleft()
         self._draw()
-        return logs
 
-    def queue_features(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(F_t(x_0) with its graph, [F_t(x_i) detached for every queued batch]); one no-grad forward
-        for the batches behind x_0 when F is row-wise."""
+    def queue_features(self, xs: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(F_t(x_0) with its graph, [F_t(x_i) detached for every queued batch]) of `xs` (default: the
+        queue's images); one no-grad forward for the batches behind x_0 when F is row-wise."""
         ctx, net = self.ctx, self.ctx.net
-        xs = [b[0] for b in self.queue]
+        xs = [b[0] for b in self.queue] if xs is None else xs
         with ctx.autocast():
             f0 = net.F(xs[0])
             with torch.no_grad():
@@ -265,9 +284,10 @@ class DFG(Delta):
         new = class_attention(w, y, self.ctx.data.num_classes).to(self.ctx.device)
         if hp["refresh_blend"]:
             new = hp["refresh_rho"] * self.attention + (1 - hp["refresh_rho"]) * new
-        self.attention = threshold_attention(new, hp["attention_threshold_refresh"])
+        # in place: a recorded step reads A from this tensor's memory
+        self.attention.copy_(threshold_attention(new, hp["attention_threshold_refresh"]))
         self.attention_steps.append(step)
-        self.attention_history.append(self.attention.cpu())
+        self.attention_history.append(self.attention.cpu().clone())
 
     # -- resume ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -290,7 +310,7 @@ class DFG(Delta):
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.attention = state["attention"].to(self.ctx.device)
+        self.attention.copy_(state["attention"])
         self.attention_steps = [int(s) for s in state["attention_steps"]]
         self.attention_history = list(state["attention_history"].unbind(0))
         self.refreshes = int(state["refreshes"])

@@ -19,17 +19,25 @@ class CrossEntropyMethod(Method):
         self.optimizer = self.ctx.make_optimizer(self.ctx.net.parameters())
         self.scheduler = self.ctx.make_scheduler(self.optimizer)
 
-    def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        x, y = self.ctx.data.train.next()
+    def capture_key(self, step: int) -> str:
+        return "ce"
+
+    def step_inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ctx.data.train.next()
+
+    def step_body(self, step: int, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        x, y = inputs
         with self.ctx.autocast():
             logits = self.ctx.net(x)
         loss = nnf.cross_entropy(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        return {"loss_ce": loss.detach()}  # a tensor: the loop sums it without a per-step host sync
+
+    def step_after(self, step: int) -> None:
         if self.scheduler is not None:
             self.scheduler.step()
-        return {"loss_ce": loss.detach()}  # a tensor: the loop sums it without a per-step host sync
 
 
 @METHODS.register("finetune")

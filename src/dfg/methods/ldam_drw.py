@@ -43,5 +43,9 @@ class LDAMDRW(SupervisedMethod):
         """None (plain LDAM) before the DRW step, the class-balanced weights from it on."""
         return self.drw_weights if step >= self.drw_step else None
 
+    def loss_phase(self, step: int) -> bool:
+        """Before (False) or from (True) the DRW step: the loss's two forms, recorded apart."""
+        return step >= self.drw_step
+
     def loss(self, logits: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
         return ldam_loss(logits, y, self.margins, float(self.ctx.hp["scale"]), self.class_weights_at(step))

@@ -8,7 +8,7 @@ share so each method file states only its difference.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 import torch
 import torch.nn.functional as Fn
@@ -88,19 +88,39 @@ class SupervisedMethod(Method):
         with self.ctx.autocast():
             return self.ctx.net(x)
 
-    def update(self, loss: torch.Tensor) -> None:
+    def optimize(self, loss: torch.Tensor) -> None:
+        """Backward and optimiser step (device work only)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+
+    def update(self, loss: torch.Tensor) -> None:
+        """optimize, then the scheduler's step (for methods with their own train_step)."""
+        self.optimize(loss)
         if self.scheduler is not None:
             self.scheduler.step()
 
-    def train_step(self, step: int) -> Logs:
+    # -- the step, in the parts dfg.capture records ------------------------------------------------------
+    def loss_phase(self, step: int) -> Hashable:
+        """What `loss(..., step)` reads of the step (LDAM-DRW: before or after its deferred re-weighting)."""
+        return 0
+
+    def capture_key(self, step: int) -> Hashable | None:
+        return ("loss", self.loss_phase(step))
+
+    def step_inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.before_batch(step)
-        x, y = self.ctx.data.train.next()
+        return self.ctx.data.train.next()
+
+    def step_body(self, step: int, inputs: tuple[torch.Tensor, ...]) -> Logs:
+        x, y = inputs
         loss = self.loss(self.forward(x), y, step)
-        self.update(loss)
+        self.optimize(loss)
         return {"loss": loss.detach()}
+
+    def step_after(self, step: int) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
 
 
 class FrozenBodyMethod(SupervisedMethod):

@@ -85,7 +85,16 @@ def logit_adjusted_loss(
     """Balanced Softmax (Ren et al. 2020) / logit-adjusted loss (Menon et al. 2021): CE(z + τ·log π).
     With τ = 1 it is Balanced Softmax (adding log n_c instead of log π_c differs by a constant that
     the softmax cancels). Test-time prediction uses the raw z."""
-    shift = tau * log_prior(class_counts).to(logits.device)
+    return shifted_cross_entropy(logits, target, logit_shift(class_counts, tau).to(logits.device))
+
+
+def logit_shift(class_counts: torch.Tensor | list[int], tau: float) -> torch.Tensor:
+    """τ·log π_c, the training-time logit shift of the logit-adjusted loss (float32 [K])."""
+    return tau * log_prior(class_counts)
+
+
+def shifted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """CE(z + shift) with a precomputed shift on the logits' device (logit_adjusted_loss)."""
     return Fn.cross_entropy(logits.float() + shift, target)
 
 

@@ -111,16 +111,20 @@ class SmoteFeat(FrozenBodyMethod):
             labels.append(y.cpu())
         return torch.cat(feats).numpy(), torch.cat(labels).numpy().astype(np.int64)
 
-    def train_step(self, step: int) -> Logs:
-        self.set_modes()
+    def step_inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's batch of pooled features and labels (indices from a per-step CPU generator)."""
         batch = int(self.ctx.params["train"]["batch_size"])
         idx = torch.randint(len(self.pool), (batch,), generator=step_generator(self.ctx.seed, "smote-batch", step))
         idx = idx.to(self.pool.device)
-        f = self.pool[idx].view(batch, *self.feature_shape)
+        return self.pool[idx].view(batch, *self.feature_shape), self.pool_labels[idx]
+
+    def step_body(self, step: int, inputs: tuple[torch.Tensor, ...]) -> Logs:
+        f, y = inputs
+        self.set_modes()
         with self.ctx.autocast():
             logits = self.ctx.net.C(f)
-        loss = Fn.cross_entropy(logits.float(), self.pool_labels[idx])
-        self.update(loss)
+        loss = Fn.cross_entropy(logits.float(), y)
+        self.optimize(loss)
         return {"loss": loss.detach()}
 
     def artefacts(self) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from dfg.config import BASE_SUITE, select
+from dfg.config import BASE_SUITE, identity, select
 
 #: Datasets at most this many pixels on a side are held as arrays (architecture.md, prepared data);
 #: larger ones are image files read by DataLoader workers, which need CPU threads of their own.
@@ -354,7 +354,7 @@ class Plan:
         out = {}
         for k in self.keys(stage, *names):
             try:
-                out[k] = select(params, k)
+                out[k] = identity(k, select(params, k))
             except (KeyError, TypeError):
                 out[k] = None
         return json.dumps(out, sort_keys=True, default=str)

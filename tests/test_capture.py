@@ -1,0 +1,139 @@
+"""Captured training steps (dfg.capture, `train.capture`): on the CPU the captured code path (the split
+step on static input buffers, what a CUDA graph records) runs without a graph; it must give the eager
+step's losses and weights, and a short run the same accuracy. The graph itself is checked on a GPU
+(scripts/gpu-check.sh)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dfg import DfgError, capture
+from dfg.batches import DeviceImages, EvalImages, TaskData, TrainBatches
+from dfg.config import load_params
+from dfg.loop import fit, make_context
+from dfg.methods import METHODS
+from dfg.models import build_backbone
+from dfg.workflow.plan import Plan
+from loop_fixtures import digits_task_with_source
+from test_loop import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+BATCH = 16
+
+
+def run(name: str, mode: str, steps: int, **hp_over) -> tuple[list[dict], dict, dict]:
+    """(per-step logs, final weights, capture summary) of `steps` steps of `name` through fit on a tiny
+    random-image LeNet-5 task (10 classes, 8 of them minority), with the resolved capture `mode`."""
+    params = load_params(semantic=False)
+    params["train"]["batch_size"] = BATCH
+    hp = copy.deepcopy(params["methods"][name])
+    hp.update(hp_over)
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.full(60, c) for c in range(2)] + [np.full(12, c) for c in range(2, 10)])
+    x = rng.integers(0, 256, (len(y), 32, 32, 1), dtype=np.uint8)
+    dev = torch.device("cpu")
+    imgs = DeviceImages(x, y, dev)
+    batches = TrainBatches(imgs, np.arange(len(y)), 10, BATCH, "none", 32, 0, dev)
+    data = TaskData(train=batches, test=EvalImages(imgs, np.arange(40), dev), num_classes=10,
+                    class_counts=torch.bincount(batches.labels, minlength=10), minority_classes=list(range(2, 10)),
+                    classes=[str(i) for i in range(10)], dataset="random")
+    torch.manual_seed(0)
+    cls = METHODS.get(name)
+    net = cls.adapt_net(build_backbone("lenet5", 10), hp)
+    ctx = make_context(task="t", method=name, seed=0, params=params, hp=hp, device=dev, net=net,
+                       source_net=copy.deepcopy(net).eval().requires_grad_(False), data=data, total_steps=steps,
+                       optimizer=params["train"]["optimizer"]["lenet5"], capture=mode)
+    logs: list[dict] = []
+    result = fit(cls(ctx), ctx, eval_every=steps, checkpoint_every=10 ** 6, eval_batch_size=64,
+                 callback=lambda _d, step_logs: logs.append({k: float(v) for k, v in step_logs.items()}))
+    return logs, {k: v.clone() for k, v in net.state_dict().items()}, result.extra["capture"]
+
+
+def test_modes_resolve_per_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [capture.resolve_mode(s, cpu) for s in ("auto", "on", "off")] == ["off", "static", "off"]
+    assert [capture.resolve_mode(s, cuda) for s in ("auto", "on", "off")] == ["graph", "graph", "off"]
+    with pytest.raises(DfgError, match="train.capture must be one of auto, on, off, got 'yes'"):
+        capture.resolve_mode("yes", cpu)
+
+
+# (method, steps, hyper-parameter overrides, recordings expected). DFG: two bodies (with the classifier
+# update every 5th step, without), an attention refresh every 4 steps (in place: the recorded step reads
+# the new A); LDAM-DRW: its re-weighting switches at step 15 of 20 (a second recording).
+CASES = [
+    ("original", 8, {}, 1),
+    ("delta", 8, {}, 1),
+    ("balanced_softmax", 8, {}, 1),
+    ("cb_focal", 6, {}, 1),
+    ("drs", 20, {}, 1),
+    ("crt", 12, {}, 1),
+    ("smote_feat", 12, {}, 1),
+    ("ldam_drw", 20, {}, 2),
+    ("dfg", 16, {"refresh_every": 4, "refresh_max_loss": 1e9}, 2),
+]
+
+
+@pytest.mark.parametrize(("name", "steps", "hp", "recorded"), CASES, ids=[c[0] for c in CASES])
+def test_captured_path_gives_the_eager_steps(monkeypatch, name, steps, hp, recorded):
+    """Every step's losses and the final weights equal the eager run's (exactly: on the CPU the recorded
+    path runs the same operations on copies of the same inputs), and most steps ran recorded."""
+    monkeypatch.setattr(capture, "WARMUP_STEPS", 1)
+    eager_logs, eager_w, off = run(name, "off", steps, **hp)
+    logs, w, summary = run(name, "static", steps, **hp)
+    assert off == {"mode": "off"}
+    assert logs == eager_logs
+    assert all(torch.equal(eager_w[k], w[k]) for k in w)
+    assert summary["mode"] == "static" and summary["graphs"] == recorded
+    # one warm-up step per body, then replays (cRT and SMOTE run a fraction of the steps)
+    assert summary["eager"] == recorded and summary["replayed"] == len(logs) - recorded > 0
+
+
+def test_methods_with_their_own_step_run_it_eagerly(monkeypatch):
+    """Remix (host-side mixing numbers per step) keeps its own train_step: same numbers, nothing recorded."""
+    monkeypatch.setattr(capture, "WARMUP_STEPS", 1)
+    eager_logs, _, _ = run("remix", "off", 4)
+    logs, _, summary = run("remix", "static", 4)
+    assert logs == eager_logs
+    assert summary == {"mode": "static", "graphs": 0, "replayed": 0, "eager": 4}
+
+
+def test_inputs_of_another_shape_are_refused():
+    entry = capture._Entry(0, (torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64)), {})
+    entry.feed((torch.ones(4, 3), torch.ones(4, dtype=torch.int64)))
+    assert entry.inputs[0].sum() == 12
+    with pytest.raises(DfgError, match="capture_key must tell such steps apart"):
+        entry.feed((torch.ones(5, 3), torch.ones(5, dtype=torch.int64)))
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> dict:
+    return digits_task_with_source(tmp_path_factory.mktemp("digits"))
+
+
+def test_short_run_with_capture_on_reaches_the_same_accuracy(task, tmp_path):
+    """`dfg train` with train.capture: on, on the CPU: the same accuracy (> 0.6, chance 0.1) and curves as
+    the eager run; metrics.json says how the steps ran; params keep no capture key (job identity)."""
+    eager = train(task, tmp_path / "eager", "finetune", steps=40)
+    captured = train(task, tmp_path / "on", "finetune", steps=40, capture="on")
+    assert captured["accuracy"] == eager["accuracy"] > 0.6
+    assert (tmp_path / "on" / "res" / "curves.csv").read_text() == (tmp_path / "eager" / "res" / "curves.csv").read_text()
+    written = json.loads((tmp_path / "on" / "res" / "metrics.json").read_text())
+    assert written["capture"] == {"mode": "static", "graphs": 1, "replayed": 37, "eager": 3}
+    assert "capture" not in json.loads((tmp_path / "eager" / "res" / "metrics.json").read_text())
+    assert "capture" not in written["params"]["train"] and written["params"] == eager["params"]
+
+
+def test_capture_is_not_part_of_a_jobs_parameter_identity():
+    """Switching train.capture reruns nothing: a train job's Snakemake values are the same for all three."""
+    values = set()
+    for setting in ("auto", "on", "off"):
+        params = load_params(semantic=False)
+        params["train"]["capture"] = setting
+        values.add(Plan(params).values("train", "fmnist-synth", "dfg"))
+    assert len(values) == 1 and '"train"' in next(iter(values)) and "capture" not in next(iter(values))

@@ -79,6 +79,22 @@ CASES = [
 ]
 
 
+def test_recorded_evaluation_forward_gives_the_eager_logits(monkeypatch):
+    """CapturedForward: logits equal to the net's own, for every batch, after training changed the
+    weights in place (a recording reads the weights' memory)."""
+    torch.manual_seed(0)
+    net = build_backbone("lenet5", 10).eval()
+    forward = capture.CapturedForward(net, lambda: torch.autocast("cpu", enabled=False), "static", warmup=1)
+    xs = [torch.randn(8, 1, 32, 32) for _ in range(3)] + [torch.randn(5, 1, 32, 32)]
+    for x in xs:
+        assert torch.equal(forward(x), net(x))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(0.5)
+    assert all(torch.equal(forward(x), net(x)) for x in xs)
+    assert sorted(k[0] for k in forward.entries) == [(5, 1, 32, 32), (8, 1, 32, 32)]
+
+
 @pytest.mark.parametrize(("name", "steps", "hp", "recorded"), CASES, ids=[c[0] for c in CASES])
 def test_captured_path_gives_the_eager_steps(monkeypatch, name, steps, hp, recorded):
     """Every step's losses and the final weights equal the eager run's (exactly: on the CPU the recorded
@@ -100,7 +116,7 @@ def test_methods_with_their_own_step_run_it_eagerly(monkeypatch):
     eager_logs, _, _ = run("remix", "off", 4)
     logs, _, summary = run("remix", "static", 4)
     assert logs == eager_logs
-    assert summary == {"mode": "static", "graphs": 0, "replayed": 0, "eager": 4}
+    assert summary == {"mode": "static", "graphs": 0, "replayed": 0, "eager": 4, "eval_graphs": 0}
 
 
 def test_inputs_of_another_shape_are_refused():
@@ -116,15 +132,17 @@ def task(tmp_path_factory) -> dict:
     return digits_task_with_source(tmp_path_factory.mktemp("digits"))
 
 
-def test_short_run_with_capture_on_reaches_the_same_accuracy(task, tmp_path):
+def test_short_run_with_capture_on_reaches_the_same_accuracy(task, tmp_path, monkeypatch):
     """`dfg train` with train.capture: on, on the CPU: the same accuracy (> 0.6, chance 0.1) and curves as
-    the eager run; metrics.json says how the steps ran; params keep no capture key (job identity)."""
+    the eager run, the evaluation forward recorded too (497 test images: a batch of 256 and one of 241);
+    metrics.json says how the steps ran; params keep no capture key (job identity)."""
+    monkeypatch.setattr(capture, "WARMUP_STEPS", 1)
     eager = train(task, tmp_path / "eager", "finetune", steps=40)
     captured = train(task, tmp_path / "on", "finetune", steps=40, capture="on")
     assert captured["accuracy"] == eager["accuracy"] > 0.6
     assert (tmp_path / "on" / "res" / "curves.csv").read_text() == (tmp_path / "eager" / "res" / "curves.csv").read_text()
     written = json.loads((tmp_path / "on" / "res" / "metrics.json").read_text())
-    assert written["capture"] == {"mode": "static", "graphs": 1, "replayed": 37, "eager": 3}
+    assert written["capture"] == {"mode": "static", "graphs": 1, "replayed": 39, "eager": 1, "eval_graphs": 2}
     assert "capture" not in json.loads((tmp_path / "eager" / "res" / "metrics.json").read_text())
     assert "capture" not in written["params"]["train"] and written["params"] == eager["params"]
 

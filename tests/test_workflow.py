@@ -268,3 +268,57 @@ def test_preflight_probes_the_proxy_a_download_would_use(monkeypatch):
     assert _probe_address("https://download.pytorch.org/models/r.pth") == ("proxy.lab", 8080)
     monkeypatch.setenv("no_proxy", "stanford.edu")
     assert _probe_address("http://ufldl.stanford.edu/housenumbers/x.mat") == ("ufldl.stanford.edu", 80)
+
+
+@pytest.mark.parametrize("per_gpu, claim", [(1, "gpu=1"), (4, "gpu_slot=1")])
+def test_training_jobs_claim_a_gpu_or_a_share_of_one(project, per_gpu, claim):
+    """train.jobs_per_gpu = 1: each CUDA training job claims `gpu=1` of `--resources gpu=N`; K > 1: one
+    `gpu_slot`, of which N GPUs provide N x K (job_gpu_resources), so `gpu=N` keeps meaning N GPUs."""
+    suite = project / "workflow/suites/gpushare.yaml"
+    suite.write_text(yaml.safe_dump({"suite": "gpushare", "device": "cuda", "train": {"jobs_per_gpu": per_gpu}}))
+    try:
+        r = snakemake(["-n", "results/gpushare/runs/fmnist-synth/original/seed0/metrics.json", "--resources",
+                       "gpu=2", "--config", "suite=gpushare"], project)
+    finally:
+        suite.unlink()
+    assert r.returncode == 0, r.stderr[-3000:]
+    train_job = r.stdout[r.stdout.index("rule train:"):]
+    resources = next(line for line in train_job.splitlines() if line.strip().startswith("resources:"))
+    assert claim in resources and ("gpu=1" in resources) == (per_gpu == 1)
+
+
+def test_gpu_shares_are_counted_per_provided_gpu():
+    assert gpu_lease.job_gpu_resources(False, 4, 2) == ({"gpu": 0}, None)
+    assert gpu_lease.job_gpu_resources(True, 1, 2) == ({"gpu": 1}, None)
+    assert gpu_lease.job_gpu_resources(True, 3, 2) == ({"gpu_slot": 1}, 6)
+    assert gpu_lease.job_gpu_resources(True, 3, None) == ({"gpu_slot": 1}, None)  # no --resources gpu: unlimited
+
+
+def test_each_gpu_is_leased_k_times_first_slots_first(tmp_path):
+    """K = 2 on two GPUs: four leases at once, spread over both GPUs before doubling up; a fifth waits."""
+    with gpu_lease.lease(["0", "1"], tmp_path, per_device=2) as a, \
+            gpu_lease.lease(["0", "1"], tmp_path, per_device=2) as b:
+        assert (a, b) == ("0", "1")
+        with gpu_lease.lease(["0", "1"], tmp_path, per_device=2) as c, \
+                gpu_lease.lease(["0", "1"], tmp_path, per_device=2) as d:
+            assert (c, d) == ("0", "1")
+            with pytest.raises(DfgError, match="stayed leased"), \
+                    gpu_lease.lease(["0", "1"], tmp_path, timeout_s=0.2, poll_s=0.05, per_device=2):
+                pass
+
+
+def test_gpu_lease_reads_k_from_the_workflow(tmp_path):
+    """Three concurrent `dfg gpu-lease` commands on one GPU with DFG_JOBS_PER_GPU=3 (what the workflow
+    exports) all run at once; a bad K is refused with the fix named."""
+    e = env() | {"CUDA_VISIBLE_DEVICES": "0", "DFG_GPU_LOCK_DIR": str(tmp_path / "locks"), "DFG_JOBS_PER_GPU": "3"}
+    e.pop("SLURM_JOB_ID", None)
+    cmd = [str(BIN / "dfg"), "gpu-lease", "--", "sh", "-c", "date +%s.%N; sleep 2"]
+    t0 = time.time()
+    procs = [subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    starts = sorted(float(o.strip()) for o, _ in outs)
+    assert starts[-1] - starts[0] < 1.5 and time.time() - t0 < 30  # none waited for another's 2 s
+    assert all("one of 3 jobs on it" in err for _, err in outs)
+    r = subprocess.run([str(BIN / "dfg"), "gpu-lease", "--jobs-per-gpu", "0", "--", "true"], env=e,
+                       capture_output=True, text=True, check=False)
+    assert r.returncode != 0 and "jobs per GPU must be a whole number >= 1" in r.stderr

@@ -154,6 +154,9 @@ def bench(p: argparse.ArgumentParser, n: Names) -> None:
     p.add_argument("--steps", type=int, help="timed steps (default: params bench.steps)")
     p.add_argument("--device", choices=DEVICES, help="default: params `device`")
     p.add_argument("--out", type=Path, help="also write the rows to this CSV file")
+    p.add_argument("--capture", type=list_of("capture setting", ["auto", "on", "off"]), default=None,
+                   help="comma-separated train.capture settings, each pair timed under each, side by side "
+                        "(default: params train.capture); e.g. off,on")
 
 
 def aggregate(p: argparse.ArgumentParser, n: Names) -> None:
@@ -186,6 +189,9 @@ def dvc_yaml(p: argparse.ArgumentParser, n: Names) -> None:
 def gpu_lease(p: argparse.ArgumentParser, n: Names) -> None:
     p.add_argument("--lock-dir", type=Path, default=None,
                    help="lock files (default: $DFG_GPU_LOCK_DIR or .dfg-gpu-locks)")
+    p.add_argument("--jobs-per-gpu", type=int, default=None, metavar="K",
+                   help="hand each GPU out K times (default: $DFG_JOBS_PER_GPU, which the workflow sets from "
+                        "train.jobs_per_gpu, else 1)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: the command to run")
 
 

@@ -22,6 +22,7 @@ import torch
 
 from dfg import DfgError
 from dfg.batches import DeviceImages, EvalImages, TaskData, TrainBatches
+from dfg.capture import CapturedSteps, resolve_mode
 from dfg.loop import make_context
 from dfg.methods import METHODS
 from dfg.methods.variants import method_spec
@@ -41,6 +42,8 @@ N_MAJORITY = 2
 MINORITY_SHARE = 0.1
 #: Nominal length of a benched run (see the module docstring).
 BENCH_RUN_STEPS = 1000
+#: Longest warm-up with capture (DFG records its classifier-update step at its 4th occurrence, step 20).
+MAX_CAPTURE_WARMUP = 100
 
 
 def random_task(backbone_info, num_classes: int, n_images: int, batch_size: int, device: torch.device,
@@ -69,9 +72,12 @@ def sync(device: torch.device) -> None:
 
 
 def bench_one(params: dict, backbone: str, method_name: str, device: torch.device, steps: int, warmup: int,
-              phase: str | None = None) -> dict:
+              phase: str | None = None, capture: str = "off") -> dict:
     """Time `steps` steps of one method x backbone after `warmup` ones, in `phase` (see Method.phases;
-    None = the method's first). The result names the phase timed and lists all of the method's."""
+    None = the method's first), with the train.capture setting `capture`. The result names the phase
+    timed, lists all of the method's, and (capture) the resolved mode and what was recorded. With capture,
+    the warm-up also lasts until every kind of step seen has been recorded (at most MAX_CAPTURE_WARMUP
+    steps), so no recording lands in the timed window."""
     cfg, train_cfg = params.get("bench", {}), params["train"]
     seed_everything(derive_seed(BENCH_SEED, "init"))
     num_classes = int(cfg.get("num_classes", 10))
@@ -82,7 +88,8 @@ def bench_one(params: dict, backbone: str, method_name: str, device: torch.devic
                        int(params["prepare"].get("image_size", 256)))
     ctx = make_context(task="bench", method=spec.base, seed=BENCH_SEED, params=params, hp=hp, device=device,
                        net=net, source_net=frozen_copy(net) if cls.needs_source else None, data=data,
-                       total_steps=BENCH_RUN_STEPS, optimizer=train_cfg["optimizer"][backbone])
+                       total_steps=BENCH_RUN_STEPS, optimizer=train_cfg["optimizer"][backbone],
+                       capture=resolve_mode(capture, device))
     method = cls(ctx)
     ctx.extras["method_steps"] = BENCH_RUN_STEPS
     method.setup()
@@ -91,17 +98,24 @@ def bench_one(params: dict, backbone: str, method_name: str, device: torch.devic
     if phase not in phases:
         raise DfgError(f"{method_name} has no phase {phase!r}; its phases: {', '.join(map(repr, phases))}")
     first = phases[phase]
-    for step in range(first, first + warmup):
-        method.train_step(step)
+    runner = CapturedSteps(method, ctx.capture) if ctx.capture != "off" else None
+    do = runner if runner is not None else method.train_step
+    step = first
+    while step < first + warmup or (runner is not None and not runner.failed and step < first + MAX_CAPTURE_WARMUP
+                                     and len(runner.entries) < len(runner.seen)):
+        do(step)
+        step += 1
     sync(device)
     images0 = data.train.images_drawn
     t0 = time.perf_counter()
-    for step in range(first + warmup, first + warmup + steps):
-        method.train_step(step)
+    for s in range(step, step + steps):
+        do(s)
     sync(device)
     dt = time.perf_counter() - t0
+    summary = runner.summary() if runner is not None else {"mode": "off"}
     return {"backbone": backbone, "method": method_name, "phase": phase, "phases": list(phases), "steps": steps,
-            "seconds": dt, "steps_per_s": steps / dt, "images_per_s": (data.train.images_drawn - images0) / dt}
+            "seconds": dt, "steps_per_s": steps / dt, "images_per_s": (data.train.images_drawn - images0) / dt,
+            "capture": summary["mode"], "graphs": summary.get("graphs", 0), "capture_failed": summary.get("failed", "")}
 
 
 def _names(arg: list[str] | str | None, default: list[str]) -> list[str]:
@@ -127,7 +141,8 @@ def main(args: argparse.Namespace, params: dict) -> int:
     kernels = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else "-"
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"threads {threads}, batch {params['train']['batch_size']}, {steps} timed steps, torch {torch.__version__}")
-    print(f"{'backbone':<10} {'method':<24} {'steps/s':>9} {'images/s':>10} {'ms/step':>9}")
+    captures = _names(getattr(args, "capture", None), [params["train"].get("capture", "auto")])
+    print(f"{'backbone':<10} {'method':<24} {'capture':<8} {'steps/s':>9} {'images/s':>10} {'ms/step':>9}")
     failed, rows = 0, []
     warmup = int(cfg.get("warmup", 6))
     for b in backbones:
@@ -135,19 +150,23 @@ def main(args: argparse.Namespace, params: dict) -> int:
             todo: list[str | None] = [None]  # None: the first phase; its result lists the others
             while todo:
                 phase = todo.pop(0)
-                try:
-                    r = bench_one(params, b, m, device, steps, warmup, phase)
-                except (RuntimeError, NotImplementedError, ValueError) as e:  # report and go on with the grid
-                    failed += 1
-                    print(f"{b:<10} {m:<24} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
-                    break
-                if phase is None:
-                    todo = r["phases"][1:]
-                _print_row(b, f"{m} ({r['phase']})" if r["phase"] else m, r)
-                rows.append({"device": str(device), "cpu_kernels": kernels, "threads": threads,
-                             "batch": params["train"]["batch_size"],
-                             **{k: r[k] for k in ("backbone", "method", "phase", "steps", "seconds", "steps_per_s",
-                                                  "images_per_s")}, "ms_per_step": 1000 / r["steps_per_s"]})
+                for setting in captures:  # side by side: each setting of one pair right after the other
+                    try:
+                        r = bench_one(params, b, m, device, steps, warmup, phase, setting)
+                    except (RuntimeError, NotImplementedError, ValueError) as e:  # report, go on with the grid
+                        failed += 1
+                        print(f"{b:<10} {m:<24} {setting:<8} failed: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120]}")
+                        todo = []
+                        break
+                    if phase is None:
+                        todo = r["phases"][1:]
+                    _print_row(b, f"{m} ({r['phase']})" if r["phase"] else m, r)
+                    rows.append({"device": str(device), "cpu_kernels": kernels, "threads": threads,
+                                 "batch": params["train"]["batch_size"],
+                                 **{k: r[k] for k in ("backbone", "method", "phase", "capture", "graphs", "steps",
+                                                      "seconds", "steps_per_s", "images_per_s")},
+                                 "ms_per_step": 1000 / r["steps_per_s"], "capture_failed": r["capture_failed"]})
     if getattr(args, "out", None):
         import csv
 
@@ -160,9 +179,12 @@ def main(args: argparse.Namespace, params: dict) -> int:
 
 
 def _print_row(backbone: str, name: str, r: dict) -> None:
+    how = r["capture"] if r["graphs"] or r["capture"] == "off" else "eager"  # a mode that recorded nothing
     if r["seconds"] < NOOP_SECONDS:  # e.g. a post-hoc method whose training step does nothing
-        print(f"{backbone:<10} {name:<24} {'no-op step (no training work)':>30}", flush=True)
+        print(f"{backbone:<10} {name:<24} {how:<8} {'no-op step (no training work)':>30}", flush=True)
         return
     # A method that trains on stored features (smote_feat) draws no images in its steps.
     ips = f"{r['images_per_s']:10.1f}" if r["images_per_s"] > 0 else f"{'features':>10}"
-    print(f"{backbone:<10} {name:<24} {r['steps_per_s']:9.2f} {ips} {1000 / r['steps_per_s']:9.1f}", flush=True)
+    failed = f"  (capture failed: {r['capture_failed'][:80]})" if r["capture_failed"] else ""
+    print(f"{backbone:<10} {name:<24} {how:<8} {r['steps_per_s']:9.2f} {ips} {1000 / r['steps_per_s']:9.1f}{failed}",
+          flush=True)

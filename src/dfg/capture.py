@@ -193,3 +193,57 @@ class CapturedSteps:
         """What metrics.json records of the run's capture."""
         return {"mode": self.mode, "graphs": len(self.entries), **self.counts,
                 **({"failed": self.failed} if self.failed else {})}
+
+
+class CapturedForward:
+    """`forward(x) -> logits` of a network in eval mode, recorded once per batch shape and replayed
+    (evaluation every `eval_every` steps: the test set's full batches share one recording, the last
+    partial batch has its own). The network must be in eval mode whenever this is called (loop.predict
+    sets it); the weights are read from their memory at each replay, so training in between is seen."""
+
+    def __init__(self, net: torch.nn.Module, autocast, mode: str, warmup: int | None = None) -> None:
+        if mode not in ("graph", "static"):
+            raise ValueError(mode)
+        self.net, self.autocast, self.mode = net, autocast, mode
+        self.warmup = WARMUP_STEPS if warmup is None else warmup
+        self.entries: dict[tuple, _Entry] = {}
+        self.seen: dict[tuple, int] = {}
+        self.failed: str | None = None
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.net(x).float()
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), x.dtype)
+        entry = self.entries.get(key)
+        if entry is None:
+            self.seen[key] = self.seen.get(key, 0) + 1
+            if self.failed or self.seen[key] <= self.warmup:
+                return self._forward(x)
+            entry = self._record(key, x)
+            if entry is None:
+                return self._forward(x)
+        entry.feed((x,))
+        if entry.graph is None:
+            return self._forward(entry.inputs[0]).clone()
+        entry.graph.replay()
+        return entry.logs["logits"].clone()  # a copy: the next replay overwrites the static output
+
+    def _record(self, key: tuple, x: torch.Tensor) -> _Entry | None:
+        static = (x.clone(),)
+        if self.mode == "static":
+            return self.entries.setdefault(key, _Entry(0, static, {}))
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        try:
+            with torch.cuda.graph(graph):
+                logits = self._forward(static[0])
+        except RuntimeError as e:
+            self.failed = f"{type(e).__name__}: {e}".splitlines()[0]
+            log.warning("train.capture: the evaluation forward could not be captured (%s); it runs eagerly",
+                        self.failed)
+            torch.cuda.synchronize()
+            return None
+        return self.entries.setdefault(key, _Entry(0, static, {"logits": logits}, graph))

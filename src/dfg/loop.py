@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from dfg import DfgError
-from dfg.capture import CapturedSteps
+from dfg.capture import CapturedForward, CapturedSteps
 from dfg.methods.base import Method, RunContext
 from dfg.runtime import autocast_factory, derive_seed, make_generator, rng_state, set_rng_state
 from dfg.utils.io import load_torch, save_torch
@@ -79,16 +79,21 @@ def make_context(*, task: str, method: str, seed: int, params: dict, hp: dict, d
 # -- prediction --------------------------------------------------------------------------------------
 @torch.no_grad()
 def predict(net: torch.nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], autocast=None,
-            logit_bias: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+            logit_bias: torch.Tensor | None = None, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities (float32 [N, K]) and labels of a whole pass, in eval mode; the modules'
-    train/eval flags are restored afterwards (methods may keep parts frozen in eval mode)."""
+    train/eval flags are restored afterwards (methods may keep parts frozen in eval mode). `forward`:
+    the net's recorded forward (capture.CapturedForward) instead of calling it."""
     modes = {m: m.training for m in net.modules()}
     net.eval()
     probs, labels = [], []
     try:
         for x, y in batches:
-            with (autocast() if autocast else torch.autocast("cpu", enabled=False)):
-                logits = net(x)
+            if forward is not None:
+                logits = forward(x)
+            else:
+                with (autocast() if autocast else torch.autocast("cpu", enabled=False)):
+                    logits = net(x)
             logits = logits.float()
             if logit_bias is not None:
                 logits = logits + logit_bias.to(logits.device)
@@ -228,6 +233,7 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
     progress = Progress(total, start, PROGRESS_EVERY_S if progress_every_s is None else progress_every_s)
     window_start = curves[-1]["step"] + 1 if curves else 1  # first step summed into loss_sums
     steps_of = CapturedSteps(method, ctx.capture) if ctx.capture != "off" else None
+    forward = CapturedForward(ctx.net, ctx.autocast, ctx.capture) if ctx.capture != "off" else None
     for step in range(start, total):
         logs = steps_of(step) if steps_of is not None else method.train_step(step)
         bar.update(1)
@@ -239,12 +245,12 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
         done = step + 1
         if done % eval_every == 0 or done == total:
             check_finite(loss_sums, ctx.method, window_start, done)
-            probs, y = predict(ctx.net, ctx.data.test.iterate(eval_batch_size), ctx.autocast)
+            probs, y = predict(ctx.net, ctx.data.test.iterate(eval_batch_size), ctx.autocast, forward=forward)
             acc, bacc = curve_accuracies(probs, y, ctx.data.num_classes)
             row = {"step": done, "test_accuracy": acc, "test_balanced_accuracy": bacc}
             val_text = ""
             if getattr(ctx.data, "val", None) is not None:
-                vp, vy = predict(ctx.net, ctx.data.val.iterate(eval_batch_size), ctx.autocast)
+                vp, vy = predict(ctx.net, ctx.data.val.iterate(eval_batch_size), ctx.autocast, forward=forward)
                 row["val_accuracy"], row["val_balanced_accuracy"] = curve_accuracies(vp, vy, ctx.data.num_classes)
                 val_text = f"  val acc {row['val_accuracy']:.4f}"
             row.update({k: float(s) / max(n, 1) for k, (s, n) in sorted(loss_sums.items())})
@@ -262,7 +268,9 @@ def fit(method: Method, ctx: RunContext, *, eval_every: int, checkpoint_every: i
             callback(done, logs)
     bar.close()
     method.on_train_end()
-    extra = {"capture": steps_of.summary() if steps_of is not None else {"mode": "off"}}
+    extra = {"capture": {**steps_of.summary(), "eval_graphs": len(forward.entries),
+                         **({"eval_failed": forward.failed} if forward.failed else {})}
+             if steps_of is not None else {"mode": "off"}}
     return FitResult(steps=total, curves=curves, wall_seconds=wall_before + time.perf_counter() - t0,
                      resumed_from=resumed_from, last_eval=last_eval, extra=extra)
 

@@ -16,6 +16,7 @@ from snakemake.exceptions import WorkflowError
 
 from dfg import DfgError
 from dfg.config import BASE_SUITE, deep_merge, load_params, suite_file
+from dfg.workflow.gpu_lease import JOBS_PER_GPU_ENV, job_gpu_resources
 from dfg.workflow.plan import Plan
 from dfg.workflow.preflight import check_buildable, unfetchable
 
@@ -66,6 +67,14 @@ SUITE = PLAN.suite
 #: with a GPU on this host). The SLURM profile sets gpu=1 itself: compute nodes, not the submit host,
 #: hold the GPUs there.
 GPU = 1 if PARAMS["device"] == "cuda" or (PARAMS["device"] == "auto" and _gpu_visible()) else 0
+#: K training jobs per GPU at once (train.jobs_per_gpu): each job then claims one `gpu_slot`, of which
+#: `--resources gpu=N` provides N x K; `dfg gpu-lease` reads K from DFG_JOBS_PER_GPU (jobs inherit it).
+JOBS_PER_GPU = int(PARAMS["train"]["jobs_per_gpu"])
+os.environ[JOBS_PER_GPU_ENV] = str(JOBS_PER_GPU)
+_provided_gpus = getattr(workflow.global_resources.get("gpu"), "value", None)
+GPU_RESOURCES, _gpu_slots = job_gpu_resources(bool(GPU), JOBS_PER_GPU, _provided_gpus)
+if _gpu_slots is not None:
+    workflow.register_resource("gpu_slot", _gpu_slots)
 
 # Memory ceilings per backbone (MB) for cluster requests: LeNet-5 and 32-px data fit in well under 2 GB;
 # VGG-16 (138 M parameters + Adam state + 25088x4096 head) and ResNet-50 with a 224-px DataLoader need

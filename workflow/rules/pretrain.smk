@@ -16,7 +16,7 @@ rule pretrain:
         CONDA_ENV
     threads: pretrain_threads
     resources:
-        gpu=GPU,
+        **GPU_RESOURCES,
         mem_mb=pretrain_mem_mb,
         runtime=pretrain_runtime,
     shell:

@@ -21,7 +21,7 @@ rule train:
         CONDA_ENV
     threads: train_threads
     resources:
-        gpu=GPU,
+        **GPU_RESOURCES,
         mem_mb=train_mem_mb,
         runtime=train_runtime,
     shell:

@@ -5,6 +5,10 @@ each one gets; without this they would all land on cuda:0. Each job takes an exc
 device (fcntl, released by the kernel when the process ends, so a killed job never leaves a stale
 lease) and runs CMD with CUDA_VISIBLE_DEVICES set to that one device.
 
+Several jobs per GPU (`train.jobs_per_gpu` = K): a small model uses a sliver of a GPU, so each device
+is handed out K times, one lock file per (device, slot); leases fill every device's first slot before
+any second one. The workflow exports K to its jobs as DFG_JOBS_PER_GPU; `--jobs-per-gpu` overrides it.
+
 Candidates: the entries of CUDA_VISIBLE_DEVICES when set, else one per NVIDIA GPU that the driver lists
 (/proc/driver/nvidia/gpus, else `nvidia-smi -L`), found without importing torch (seconds per job). No
 NVIDIA driver, no GPU, or CUDA_VISIBLE_DEVICES empty/-1: CMD runs as is, on the CPU. Under SLURM the scheduler
@@ -69,14 +73,44 @@ def count_gpus(proc: Path = NVIDIA_PROC) -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
-def _lock_name(device: str) -> str:
-    return "gpu-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in device) + ".lock"
+#: Environment variable through which the workflow tells its jobs K (train.jobs_per_gpu).
+JOBS_PER_GPU_ENV = "DFG_JOBS_PER_GPU"
 
 
-def try_lease(device: str, lock_dir: Path) -> int | None:
-    """An open file descriptor holding the exclusive lock of `device`, or None when another holds it."""
+def jobs_per_gpu(arg: int | None, env: dict[str, str]) -> int:
+    """K: `--jobs-per-gpu`, else $DFG_JOBS_PER_GPU, else 1."""
+    raw = arg if arg is not None else env.get(JOBS_PER_GPU_ENV, "1")
+    try:
+        k = int(raw)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise DfgError(f"jobs per GPU must be a whole number >= 1, got {raw!r} (--jobs-per-gpu or "
+                       f"${JOBS_PER_GPU_ENV}; the workflow sets it from train.jobs_per_gpu)")
+    return k
+
+
+def job_gpu_resources(gpu: bool, per_gpu: int, provided_gpus: int | None) -> tuple[dict[str, int], int | None]:
+    """(what one GPU job claims, the `gpu_slot` total to provide or None) for Snakemake: with K = 1 a
+    job claims `gpu=1` of the user's `--resources gpu=N`, as always; with K > 1 it claims one `gpu_slot`
+    and N GPUs provide N x K of them, so `gpu=N` keeps meaning N GPUs. No GPU: claims nothing."""
+    if not gpu:
+        return {"gpu": 0}, None
+    if per_gpu == 1:
+        return {"gpu": 1}, None
+    return {"gpu_slot": 1}, (None if provided_gpus is None else provided_gpus * per_gpu)
+
+
+def _lock_name(device: str, slot: int = 0) -> str:
+    name = "gpu-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in device)
+    return name + (f".slot{slot}" if slot else "") + ".lock"
+
+
+def try_lease(device: str, lock_dir: Path, slot: int = 0) -> int | None:
+    """An open file descriptor holding the exclusive lock of `device`'s `slot`, or None when another
+    holds it."""
     lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / _lock_name(device), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(lock_dir / _lock_name(device, slot), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -89,15 +123,18 @@ def try_lease(device: str, lock_dir: Path) -> int | None:
 
 @contextmanager
 def lease(devices: list[str], lock_dir: Path, timeout_s: float | None = None,
-          poll_s: float = POLL_SECONDS) -> Iterator[str]:
-    """Hold one of `devices` for the duration of the block; wait while all are held."""
+          poll_s: float = POLL_SECONDS, per_device: int = 1) -> Iterator[str]:
+    """Hold one of `per_device` slots of one of `devices` for the duration of the block; wait while all
+    are held. Every device's slot 0 comes before any device's slot 1, so jobs spread over the GPUs first."""
     if not devices:
         raise DfgError("no GPU to lease; run the command directly")
     start = time.monotonic()
     while True:
-        for d in devices:
-            fd = try_lease(d, lock_dir)
-            if fd is not None:
+        for slot in range(per_device):
+            for d in devices:
+                fd = try_lease(d, lock_dir, slot)
+                if fd is None:
+                    continue
                 try:
                     yield d
                 finally:
@@ -137,8 +174,10 @@ def main(args: argparse.Namespace, params: dict | None) -> int:
     devices = [] if env.get("SLURM_JOB_ID") else candidate_devices(env)
     if not devices:
         return run_child(cmd, env)
+    per_device = jobs_per_gpu(getattr(args, "jobs_per_gpu", None), env)
     lock_dir = args.lock_dir or Path(env.get("DFG_GPU_LOCK_DIR", DEFAULT_LOCK_DIR))
-    with lease(devices, lock_dir) as device:
+    with lease(devices, lock_dir, per_device=per_device) as device:
         env["CUDA_VISIBLE_DEVICES"] = device
-        print(f"dfg gpu-lease: CUDA_VISIBLE_DEVICES={device}", file=sys.stderr, flush=True)
+        share = f" (one of {per_device} jobs on it)" if per_device > 1 else ""
+        print(f"dfg gpu-lease: CUDA_VISIBLE_DEVICES={device}{share}", file=sys.stderr, flush=True)
         return run_child(cmd, env)

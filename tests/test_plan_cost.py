@@ -73,3 +73,26 @@ def test_readme_gpu_box_numbers_are_what_dfg_plan_prints():
     for part in re.search(r"^disk: (.*?); total", text, re.MULTILINE).group(1).split(", "):
         name, size = part.rsplit(" ", 2)[0], " ".join(part.rsplit(" ", 2)[1:])
         assert size.replace(" GB", "") in section, (name, size)
+
+
+def test_rates_from_a_bench_csv_of_both_capture_modes(tmp_path):
+    """`dfg plan --rates FILE`: a `dfg bench --capture off,on --out FILE` CSV holds a row per mode; the
+    plan counts the rows of the mode asked for (graph by default), and names the file and device."""
+    head = "device,backbone,method,phase,capture,steps_per_s\n"
+    rows = "".join(f"cuda,lenet5,{m},{ph},{mode},{r}\n" for m, ph, r_off, r_on in [
+        ("original", "", 400.0, 4000.0), ("dfg", "", 30.0, 600.0)] for mode, r in (("off", r_off), ("graph", r_on)))
+    f = tmp_path / "bench.csv"
+    f.write_text(head + rows)
+    rates, source = cost.load_rates(f)
+    assert rates == {("lenet5", "original", ""): 4000.0, ("lenet5", "dfg", ""): 600.0}
+    assert "bench.csv on cuda, capture graph" in source
+    assert cost.load_rates(f, "off")[0][("lenet5", "dfg", "")] == 30.0
+    params = load_params(ROOT / "params.yaml", "fmnist-full")
+    params["run"]["methods"] = ["original", "dfg"]
+    text = cost.report(params, str(ROOT / "params.yaml"), rates_file=f)
+    # 5 x 40 000 / 4000 + 5 x 40 000 / 600 seconds
+    assert f"total: {(5 * 40000 / 4000 + 5 * 40000 / 600) / 3600:.1f} GPU-h" in text
+    with pytest.raises(DfgError, match="no rows with capture static"):
+        cost.load_rates(f, "static")
+    with pytest.raises(DfgError, match="cannot read the rates file"):
+        cost.load_rates(tmp_path / "absent.csv")

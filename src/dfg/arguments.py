@@ -209,6 +209,10 @@ def verify(p: argparse.ArgumentParser, n: Names) -> None:
 
 def plan(p: argparse.ArgumentParser, n: Names) -> None:
     p.add_argument("--format", choices=["text", "markdown"], default="text", help="plain text or a Markdown table")
+    p.add_argument("--rates", type=Path, help="step rates from a `dfg bench --out` CSV instead of the packaged "
+                                              "H200 measurements")
+    p.add_argument("--capture", choices=["graph", "static", "off"], default=None,
+                   help="with --rates: the rows of this capture mode (default: graph)")
 
 
 #: verb -> its arguments

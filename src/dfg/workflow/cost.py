@@ -21,6 +21,7 @@ import csv
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from types import SimpleNamespace
 
 from dfg import DfgError
@@ -39,13 +40,31 @@ class RunCost:
     estimated: bool  # no measured rate for this backbone and method
 
 
-def load_rates() -> tuple[dict[tuple[str, str, str], float], str]:
-    """{(backbone, method, phase): steps/s} and the file's one-line provenance."""
-    text = resources.files("dfg.workflow").joinpath(RATES_FILE).read_text()
+def load_rates(path: Path | None = None, capture: str = "graph") -> tuple[dict[tuple[str, str, str], float], str]:
+    """{(backbone, method, phase): steps/s} and a one-line provenance: the packaged gpu_rates.csv, or a
+    `dfg bench --out` CSV (`path`), whose rows with a `capture` column count only where it is `capture`
+    (a bench of --capture off,on holds both; a method that recorded nothing is timed eagerly there)."""
+    if path is None:
+        text = resources.files("dfg.workflow").joinpath(RATES_FILE).read_text()
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise DfgError(f"cannot read the rates file {path}: {e.strerror}; write one with "
+                           "`dfg bench --device cuda --out FILE`") from None
     lines = text.splitlines()
     source = next((ln[1:].strip() for ln in lines if ln.startswith("#")), "")
-    rows = csv.DictReader(ln for ln in lines if ln and not ln.startswith("#"))
-    return {(r["backbone"], r["method"], r["phase"]): float(r["steps_per_s"]) for r in rows}, source
+    rows = list(csv.DictReader(ln for ln in lines if ln and not ln.startswith("#")))
+    if rows and not {"backbone", "method", "phase", "steps_per_s"} <= set(rows[0]):
+        raise DfgError(f"{path} is not a `dfg bench --out` file (it needs backbone, method, phase, steps_per_s)")
+    if path is not None:
+        devices = sorted({r.get("device", "?") for r in rows})
+        source = f"dfg bench rows of {path} on {', '.join(devices)}" + (
+            f", capture {capture}" if any("capture" in r for r in rows) else "")
+    rows = [r for r in rows if r.get("capture", capture) in (capture, "")]
+    if path is not None and not rows:
+        raise DfgError(f"{path} has no rows with capture {capture}; bench with `--capture` including it")
+    return {(r["backbone"], r["method"], r["phase"] or ""): float(r["steps_per_s"]) for r in rows}, source
 
 
 def rate(rates: dict, backbone: str, method: str, phase: str = "") -> tuple[float, bool]:
@@ -57,8 +76,9 @@ def rate(rates: dict, backbone: str, method: str, phase: str = "") -> tuple[floa
     ratios = [r / rates[(b, "original", "")] for (b, m, ph), r in rates.items()
               if m == method and ph == phase and (b, "original", "") in rates]
     if base is None or not ratios:
-        raise DfgError(f"no GPU step rate for {method} on {backbone}; add one to src/dfg/workflow/{RATES_FILE} "
-                       f"(`dfg bench --device cuda --backbones {backbone} --methods {method}`)")
+        raise DfgError(f"no GPU step rate for {method} on {backbone}; add one to the rates file (--rates, or "
+                       f"src/dfg/workflow/{RATES_FILE}): `dfg bench --device cuda --backbones {backbone} "
+                       f"--methods {method} --out FILE`")
     return base * sum(ratios) / len(ratios), True
 
 
@@ -134,11 +154,12 @@ def size(mb: float) -> str:
     return f"{mb / 1e3:.1f} GB" if mb >= 1000 else f"{mb:.0f} MB" if mb >= 1 else f"{mb:.2f} MB"
 
 
-def report(params: dict, params_file: str = "params.yaml", markdown: bool = False) -> str:
+def report(params: dict, params_file: str = "params.yaml", markdown: bool = False, rates_file: Path | None = None,
+           capture: str = "graph") -> str:
     from dfg.workflow.plan import Plan
 
     plan = Plan(params, params_file)
-    rates, source = load_rates()
+    rates, source = load_rates(rates_file, capture)
     costs = run_costs(plan, rates)
     jobs: dict[str, int] = defaultdict(int)
     for job in plan.jobs():
@@ -180,5 +201,6 @@ def report(params: dict, params_file: str = "params.yaml", markdown: bool = Fals
 
 
 def main(args: argparse.Namespace, params: dict) -> int:
-    print(report(params, args.params, markdown=args.format == "markdown"))
+    print(report(params, args.params, markdown=args.format == "markdown", rates_file=getattr(args, "rates", None),
+                 capture=getattr(args, "capture", None) or "graph"))
     return 0

@@ -55,9 +55,9 @@ def bench_section(cap: Path) -> tuple[list[str], float | None, Path | None]:
         merged += rs
         by = {}
         for r in rs:
-            by.setdefault((r["method"], r["phase"]), {})[r["capture"]] = r
+            by.setdefault((r["method"], r["phase"], r.get("channels_last", "False")), {})[r["capture"]] = r
         body = []
-        for (method, phase), modes in by.items():
+        for (method, phase, nhwc), modes in by.items():
             off, on = modes.get("off"), modes.get("graph") or modes.get("static")
             if not (off and on):
                 continue
@@ -65,9 +65,10 @@ def bench_section(cap: Path) -> tuple[list[str], float | None, Path | None]:
             how = f"{on['graphs']} graph(s)" if int(on["graphs"]) else "eager (not captured)"
             if on.get("capture_failed"):
                 how = "capture failed: " + on["capture_failed"][:60]
-            body.append([method + (f" ({phase})" if phase else ""), f"{float(off['steps_per_s']):.1f}",
+            body.append([method + (f" ({phase})" if phase else "") + (" NHWC" if nhwc == "True" else ""),
+                         f"{float(off['steps_per_s']):.1f}",
                          f"{float(on['steps_per_s']):.1f}", f"{speed:.2f}x", how])
-            if rs[0]["backbone"] == "lenet5" and method == "dfg":
+            if rs[0]["backbone"] == "lenet5" and method == "dfg" and nhwc != "True":
                 gate = speed
         dev = rs[0]["device"] if rs else "?"
         out += [f"### {rs[0]['backbone'] if rs else f.stem} on {dev}, batch {rs[0]['batch'] if rs else '?'}", ""]
@@ -131,7 +132,7 @@ def plan_section(rates: Path | None, agg: dict[int, float]) -> list[str]:
     body, gates = [], []
     for suite in ("fmnist-full", "paper"):
         modes = {r["capture"] for r in rows(rates)} - {"off"}
-        mode = "graph" if "graph" in modes or not modes else sorted(modes)[0]  # static: a CPU dry run
+        mode = "graph" if "graph" in modes or not modes else min(modes)  # static: a CPU dry run
         r = subprocess.run([sys.executable, "-m", "dfg", "--suite", suite, "plan", "--rates", str(rates),
                             "--capture", mode],
                            capture_output=True, text=True, cwd=ROOT, check=False)

@@ -9,7 +9,8 @@
 #
 # capture (train.capture, train.jobs_per_gpu; docs/speed.md, "On a GPU"):
 #   4. `dfg bench --capture off,on` of every method on each of BACKBONES, side by side in one process
-#      (CSV per backbone); the gate: a LeNet-5 DFG step at least 5x faster captured than eager;
+#      (CSV per backbone; VGG-16 and ResNet-50 also with --channels-last off,on); the gate: a LeNet-5
+#      DFG step at least 5x faster captured than eager;
 #   5. aggregate DFG steps/s with K = 1, 2, 4, 8 bench processes sharing the GPU (JOBS_PER_GPU_LIST);
 #   6. one full fmnist-mnist5k DFG run and one ORIGINAL run, seed 0, fmnist-full's 40 000 steps
 #      (FULL_STEPS overrides) with capture on; their accuracies against fmnist-full's five CPU runs;
@@ -116,8 +117,10 @@ if [[ $checks == *,capture,* ]]; then
   IFS=, read -ra backbones <<< "${BACKBONES:-lenet5,vgg16,resnet50}"
   for backbone in "${backbones[@]}"; do  # 4: every method, capture off and on side by side
     bsteps=$([[ $backbone == lenet5 ]] && echo "${CAPTURE_STEPS:-200}" || echo "${CAPTURE_STEPS_LARGE:-20}")
+    layouts=$([[ $backbone == lenet5 ]] && echo off || echo off,on)  # channels_last: the large conv nets
     limit=$bench_timeout stage "capture-bench-$backbone" "${dfg[@]}" bench --device "$device" --backbones "$backbone" \
-      --capture off,on --steps "$bsteps" ${CAPTURE_METHODS:+--methods "$CAPTURE_METHODS"} --out "$cap/bench-$backbone.csv"
+      --capture off,on --channels-last "$layouts" --steps "$bsteps" ${CAPTURE_METHODS:+--methods "$CAPTURE_METHODS"} \
+      --out "$cap/bench-$backbone.csv"
   done
   for k in ${JOBS_PER_GPU_LIST:-1 2 4 8}; do  # 5: K bench processes of LeNet-5 DFG at once on the one GPU
     stage "capture-share-k$k" "$py" scripts/gpu-capture-report.py share "$k" "$cap" -- "${dfg[@]}" bench \

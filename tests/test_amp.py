@@ -45,10 +45,12 @@ class DtypeProbe:
         self._handle.remove()
 
 
-def cpu_bf16_factory(device, amp):
+def cpu_bf16_factory(device, amp, cache=True):
     """What runtime.autocast_factory returns on CUDA, with device_type cpu."""
     assert device.type == "cpu"
-    return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if amp else (lambda: torch.autocast("cpu", enabled=False))
+    if not amp:
+        return lambda: torch.autocast("cpu", enabled=False)
+    return lambda: torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache)
 
 
 @pytest.fixture(scope="module")

@@ -157,6 +157,8 @@ def bench(p: argparse.ArgumentParser, n: Names) -> None:
     p.add_argument("--capture", type=list_of("capture setting", ["auto", "on", "off"]), default=None,
                    help="comma-separated train.capture settings, each pair timed under each, side by side "
                         "(default: params train.capture); e.g. off,on")
+    p.add_argument("--channels-last", type=list_of("layout setting", ["off", "on"]), default=None,
+                   help="comma-separated train.channels_last settings (off,on: both, side by side)")
 
 
 def aggregate(p: argparse.ArgumentParser, n: Names) -> None:

@@ -27,7 +27,7 @@ from dfg.loop import make_context
 from dfg.methods import METHODS
 from dfg.methods.variants import method_spec
 from dfg.models import BACKBONES, build_backbone
-from dfg.runtime import choose_device, configure_determinism, derive_seed, seed_everything
+from dfg.runtime import choose_device, configure_determinism, derive_seed, seed_everything, to_memory_format
 from dfg.train import frozen_copy
 from dfg.utils.io import atomic_path
 
@@ -72,7 +72,7 @@ def sync(device: torch.device) -> None:
 
 
 def bench_one(params: dict, backbone: str, method_name: str, device: torch.device, steps: int, warmup: int,
-              phase: str | None = None, capture: str = "off") -> dict:
+              phase: str | None = None, capture: str = "off", channels_last: bool = False) -> dict:
     """Time `steps` steps of one method x backbone after `warmup` ones, in `phase` (see Method.phases;
     None = the method's first), with the train.capture setting `capture`. The result names the phase
     timed, lists all of the method's, and (capture) the resolved mode and what was recorded. With capture,
@@ -83,7 +83,7 @@ def bench_one(params: dict, backbone: str, method_name: str, device: torch.devic
     num_classes = int(cfg.get("num_classes", 10))
     spec = method_spec(params, method_name)  # a registered method or one of the suite's variants
     cls, hp = spec.cls, spec.hp
-    net = cls.adapt_net(build_backbone(backbone, num_classes), hp).to(device)
+    net = to_memory_format(cls.adapt_net(build_backbone(backbone, num_classes), hp).to(device), channels_last)
     data = random_task(net.info, num_classes, int(cfg.get("n_images", 512)), int(train_cfg["batch_size"]), device,
                        int(params["prepare"].get("image_size", 256)))
     ctx = make_context(task="bench", method=spec.base, seed=BENCH_SEED, params=params, hp=hp, device=device,
@@ -115,7 +115,8 @@ def bench_one(params: dict, backbone: str, method_name: str, device: torch.devic
     summary = runner.summary() if runner is not None else {"mode": "off"}
     return {"backbone": backbone, "method": method_name, "phase": phase, "phases": list(phases), "steps": steps,
             "seconds": dt, "steps_per_s": steps / dt, "images_per_s": (data.train.images_drawn - images0) / dt,
-            "capture": summary["mode"], "graphs": summary.get("graphs", 0), "capture_failed": summary.get("failed", "")}
+            "capture": summary["mode"], "graphs": summary.get("graphs", 0), "capture_failed": summary.get("failed", ""),
+            "channels_last": channels_last}
 
 
 def _names(arg: list[str] | str | None, default: list[str]) -> list[str]:
@@ -142,6 +143,8 @@ def main(args: argparse.Namespace, params: dict) -> int:
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"threads {threads}, batch {params['train']['batch_size']}, {steps} timed steps, torch {torch.__version__}")
     captures = _names(getattr(args, "capture", None), [params["train"].get("capture", "auto")])
+    layouts = [v == "on" for v in _names(getattr(args, "channels_last", None),
+                                          ["on" if params["train"].get("channels_last") else "off"])]
     print(f"{'backbone':<10} {'method':<24} {'capture':<8} {'steps/s':>9} {'images/s':>10} {'ms/step':>9}")
     failed, rows = 0, []
     warmup = int(cfg.get("warmup", 6))
@@ -150,9 +153,9 @@ def main(args: argparse.Namespace, params: dict) -> int:
             todo: list[str | None] = [None]  # None: the first phase; its result lists the others
             while todo:
                 phase = todo.pop(0)
-                for setting in captures:  # side by side: each setting of one pair right after the other
+                for setting, nhwc in [(c, n) for n in layouts for c in captures]:  # side by side, one pair
                     try:
-                        r = bench_one(params, b, m, device, steps, warmup, phase, setting)
+                        r = bench_one(params, b, m, device, steps, warmup, phase, setting, nhwc)
                     except (RuntimeError, NotImplementedError, ValueError) as e:  # report, go on with the grid
                         failed += 1
                         print(f"{b:<10} {m:<24} {setting:<8} failed: {type(e).__name__}: "
@@ -161,11 +164,13 @@ def main(args: argparse.Namespace, params: dict) -> int:
                         break
                     if phase is None:
                         todo = r["phases"][1:]
-                    _print_row(b, f"{m} ({r['phase']})" if r["phase"] else m, r)
+                    name = f"{m} ({r['phase']})" if r["phase"] else m
+                    _print_row(b, name + (" NHWC" if nhwc else ""), r)
                     rows.append({"device": str(device), "cpu_kernels": kernels, "threads": threads,
                                  "batch": params["train"]["batch_size"],
-                                 **{k: r[k] for k in ("backbone", "method", "phase", "capture", "graphs", "steps",
-                                                      "seconds", "steps_per_s", "images_per_s")},
+                                 **{k: r[k] for k in ("backbone", "method", "phase", "capture", "graphs",
+                                                      "channels_last", "steps", "seconds", "steps_per_s",
+                                                      "images_per_s")},
                                  "ms_per_step": 1000 / r["steps_per_s"], "capture_failed": r["capture_failed"]})
     if getattr(args, "out", None):
         import csv

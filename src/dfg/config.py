@@ -195,7 +195,7 @@ def load_params(
 
 #: Settings of how a run is executed, not of what it computes: left out of a job's parameter identity
 #: (Snakemake's values param, metrics.json's params), so changing one never reruns a finished job.
-EXECUTION_KEYS = {"train": ("capture", "jobs_per_gpu")}
+EXECUTION_KEYS = {"train": ("capture", "channels_last", "jobs_per_gpu")}
 
 
 def identity(section: str, value: Any) -> Any:

@@ -28,6 +28,7 @@ from dfg.runtime import (
     configure_determinism,
     derive_seed,
     seed_everything,
+    to_memory_format,
 )
 from dfg.utils.io import save_torch
 
@@ -56,7 +57,7 @@ def run_pretrain(params: dict, source: str, *, prepared_dir: Path | None = None,
     seed_everything(derive_seed(seed, "init"))
     meta = read_meta(prepared_dir)
     k = int(meta["num_classes"])
-    net = build_backbone(backbone, k).to(dev)
+    net = to_memory_format(build_backbone(backbone, k).to(dev), bool(train_cfg.get("channels_last", False)))
     train_y = _train_labels(prepared_dir, meta)
     indices = stratified_subset(train_y, int(scfg["max_train"]), derive_seed(seed, "max_train"))
     data = build_task_data(prepared_dir, indices, dev, batch_size=int(scfg["batch_size"]),

@@ -125,3 +125,10 @@ def _py_state_to_list(st: tuple) -> list:
 def _py_state_from_list(st: list) -> tuple:
     version, internal, gauss = st
     return (version, tuple(internal), gauss)
+
+
+def to_memory_format(net: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+    """`train.channels_last`: the network's 4-D weights in NHWC order (convolutions then pick NHWC
+    kernels, faster for large convolutional nets under bf16 on recent GPUs; inputs follow the weights).
+    The same values, other summation orders: off by default, and not part of a job's identity."""
+    return net.to(memory_format=torch.channels_last) if channels_last else net

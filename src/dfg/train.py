@@ -33,6 +33,7 @@ from dfg.runtime import (
     configure_determinism,
     derive_seed,
     seed_everything,
+    to_memory_format,
 )
 from dfg.utils.io import load_torch, save_torch, write_json, write_text
 
@@ -173,7 +174,7 @@ def run_training(params: dict, task: str, method_name: str, seed: int, *, split_
         hint = f"train `dfg train {task} {cls.init_from_run} --seed {seed}` first, or pass --init-run FILE"
         ckpt = load_checkpoint(init, "run", hint)
         load_weights_into(net, ckpt, init, "run", hint)
-    net = net.to(dev)
+    net = to_memory_format(net.to(dev), bool(train_cfg.get("channels_last", False)))
     if cls.needs_source:
         source_net = frozen_copy(net)
 

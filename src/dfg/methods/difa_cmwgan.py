@@ -43,9 +43,10 @@ class DifaCmwgan(Method):
         ctx.net.train()
         self.S, self.D1 = build_gan(ctx, hp, conditional_critic=True)
         _, self.D2 = build_gan(ctx, hp, conditional_critic=True)
-        self.opt_s = gan_optimizer(self.S, hp, "g")
-        self.opt_d1 = gan_optimizer(self.D1, hp, "d")
-        self.opt_d2 = gan_optimizer(self.D2, hp, "d")
+        graph = ctx.capture == "graph"
+        self.opt_s = gan_optimizer(self.S, hp, "g", graph)
+        self.opt_d1 = gan_optimizer(self.D1, hp, "d", graph)
+        self.opt_d2 = gan_optimizer(self.D2, hp, "d", graph)
         self.optimizer = ctx.make_optimizer(ctx.net.parameters())
         self.scheduler = ctx.make_scheduler(self.optimizer)
         self.phase1_steps = self.untrained_steps(hp, ctx.total_steps)
@@ -53,6 +54,9 @@ class DifaCmwgan(Method):
         minority = list(ctx.data.minority_classes) or list(range(k))
         self.minority = torch.tensor(minority, device=ctx.device)
         self.shortcut = bool(hp["gp_shortcut"])
+        # A recorded step needs the penalty's probes at a fixed shape (all classes, not those present):
+        # the same value up to rounding, so only captured runs use it and eager runs keep their numbers.
+        self.fixed_shape = ctx.capture != "off"
 
     def _s(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         onehot = nnf.one_hot(y, self.ctx.data.num_classes).float()
@@ -69,23 +73,37 @@ class DifaCmwgan(Method):
     def phases(self) -> dict[str, int]:
         return {"generator": 0, "matching": self.phase1_steps}
 
-    def train_step(self, step: int) -> Logs:
+    # -- the step, in the parts dfg.capture records: one body per phase --------------------------------------
+    def capture_key(self, step: int) -> str:
+        return "generator" if step < self.phase1_steps else "matching"
+
+    def step_inputs(self, step: int) -> tuple[torch.Tensor, ...]:
+        """Phase 1: `critic_iters` batches (x_1, y_1, x_2, y_2, ...); phase 2: one batch (x, y)."""
         if step < self.phase1_steps:
-            return self._generator_step()
+            return tuple(t for _ in range(self.ctx.hp["critic_iters"]) for t in self.ctx.data.train.next())
         if self.S.training:  # S is frozen from phase 2 on (also after a resume)
             self.S.eval()
-        return self._matching_step()
+        return self.ctx.data.train.next()
+
+    def step_body(self, step: int, inputs: tuple[torch.Tensor, ...]) -> Logs:
+        if step < self.phase1_steps:
+            return self._generator_step(list(zip(inputs[0::2], inputs[1::2], strict=True)))
+        return self._matching_step(*inputs)
+
+    def step_after(self, step: int) -> None:
+        if step >= self.phase1_steps and self.scheduler is not None:
+            self.scheduler.step()
 
     # -- phase 1: conditional WGAN-GP on source-extractor features of target images -----------------------
-    def _generator_step(self) -> Logs:
+    def _generator_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> Logs:
         ctx, hp = self.ctx, self.ctx.hp
-        for _ in range(hp["critic_iters"]):
-            x, y = ctx.data.train.next()
+        for x, y in batches:
             with torch.no_grad():
                 with ctx.autocast():
                     real = ctx.source_net.F(x).float()
                 fake = self._s(self._noise(y.shape[0]), y)
-            d_loss, gp = critic_loss(self.D1, real, fake, hp["gp_weight"], ctx.generator, self.shortcut, y, y)
+            d_loss, gp = critic_loss(self.D1, real, fake, hp["gp_weight"], ctx.generator, self.shortcut, y, y,
+                                     self.fixed_shape)
             self.opt_d1.zero_grad(set_to_none=True)
             d_loss.backward(inputs=list(self.D1.parameters()))
             self.opt_d1.step()
@@ -97,9 +115,8 @@ class DifaCmwgan(Method):
         return {"loss_d": d_loss.detach(), "gp": gp.detach(), "loss_g": g_loss.detach()}
 
     # -- phase 2: F_t matched to S, C_t on real + generated minority features ---------------------------------
-    def _matching_step(self) -> Logs:
+    def _matching_step(self, x: torch.Tensor, y: torch.Tensor) -> Logs:
         ctx, hp, net = self.ctx, self.ctx.hp, self.ctx.net
-        x, y = ctx.data.train.next()
         bsz = y.shape[0]
         with ctx.autocast():
             feats = net.F(x)
@@ -107,7 +124,7 @@ class DifaCmwgan(Method):
         with torch.no_grad():
             s_real = self._s(self._noise(bsz), y)
         d_loss, gp = critic_loss(self.D2, s_real, feats32.detach(), hp["gp_weight"], ctx.generator, self.shortcut,
-                                 y, y)
+                                 y, y, self.fixed_shape)
         self.opt_d2.zero_grad(set_to_none=True)
         d_loss.backward(inputs=list(self.D2.parameters()))
         self.opt_d2.step()
@@ -125,8 +142,6 @@ class DifaCmwgan(Method):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=list(net.parameters()))
         self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
         return {"loss_d2": d_loss.detach(), "gp2": gp.detach(), "loss_ce": ce.detach(), "loss_adv": adv.detach(),
                 "loss": loss.detach()}
 

@@ -132,14 +132,22 @@ def gradient_penalty_plain(critic: FeatureCritic, real: torch.Tensor, fake: torc
     return ((norms - 1) ** 2).mean()
 
 
-def gradient_penalty_affine(critic: FeatureCritic, like: torch.Tensor, y: torch.Tensor | None = None
-                            ) -> torch.Tensor:
+def gradient_penalty_affine(critic: FeatureCritic, like: torch.Tensor, y: torch.Tensor | None = None,
+                            fixed_shape: bool = False) -> torch.Tensor:
     """The same penalty for an affine critic: grad_f D = w (per class for a projection critic), so the
-    penalty is mean_i (||w_{y_i}|| - 1)^2 from one probe per class present. Exact only when critic.affine."""
+    penalty is mean_i (||w_{y_i}|| - 1)^2 from one probe per class present. Exact only when critic.affine.
+    `fixed_shape`: one probe per class of the critic instead (no data-dependent shape, no host sync: what a
+    recorded step needs); the same value up to float rounding."""
     if y is None:
         probe = torch.zeros((1, *like.shape[1:]), device=like.device, dtype=like.dtype, requires_grad=True)
         (grad,) = torch.autograd.grad(critic(probe).sum(), probe, create_graph=True)
         return ((grad.flatten(1) + GP_EPS).norm(2, dim=1) - 1).pow(2).squeeze(0)
+    if fixed_shape:
+        k = critic.embed.num_embeddings
+        probe = torch.zeros((k, *like.shape[1:]), device=like.device, dtype=like.dtype, requires_grad=True)
+        (grad,) = torch.autograd.grad(critic(probe, torch.arange(k, device=like.device)).sum(), probe,
+                                      create_graph=True)
+        return ((grad.flatten(1) + GP_EPS).norm(2, dim=1) - 1).pow(2)[y].mean()
     present, inverse = torch.unique(y, return_inverse=True)
     probe = torch.zeros((present.numel(), *like.shape[1:]), device=like.device, dtype=like.dtype,
                         requires_grad=True)
@@ -154,7 +162,7 @@ def class_mean_critic(critic: FeatureCritic, f: torch.Tensor, y: torch.Tensor) -
     k, n = critic.embed.num_embeddings, f.shape[0]
     if k >= n:
         return critic(f, y).mean()
-    counts = torch.bincount(y, minlength=k).to(f.dtype)
+    counts = f.new_zeros(k).index_add_(0, y, f.new_ones(n))  # = bincount, without its host sync on CUDA
     sums = f.new_zeros((k, *f.shape[1:])).index_add(0, y, f)
     means = sums / counts.clamp(min=1).view(k, *([1] * (f.dim() - 1)))  # absent classes: weight 0 below
     out = critic(means, torch.arange(k, device=f.device)).squeeze(1)
@@ -163,11 +171,11 @@ def class_mean_critic(critic: FeatureCritic, f: torch.Tensor, y: torch.Tensor) -
 
 def critic_loss(critic: FeatureCritic, real: torch.Tensor, fake: torch.Tensor, gp_weight: float,
                 gen: torch.Generator, shortcut: bool, y_real: torch.Tensor | None = None,
-                y_fake: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                y_fake: torch.Tensor | None = None, fixed_shape: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(WGAN-GP critic loss -E[D(real)] + E[D(fake)] + gp_weight * GP, the GP value). `real` and `fake`
     carry no graph. alpha is drawn in both paths so the RNG stream does not depend on the path.
     For a conditional critic, interpolates take the real samples' labels (real and fake are paired
-    by position with the same labels there)."""
+    by position with the same labels there). `fixed_shape`: see gradient_penalty_affine."""
     alpha = torch.rand((real.shape[0], 1, 1, 1), device=real.device, generator=gen)
     if shortcut and critic.affine:
         if y_real is None:
@@ -175,7 +183,7 @@ def critic_loss(critic: FeatureCritic, real: torch.Tensor, fake: torch.Tensor, g
             w_dist = both[1, 0] - both[0, 0]
         else:
             w_dist = class_mean_critic(critic, fake, y_fake) - class_mean_critic(critic, real, y_real)
-        gp = gradient_penalty_affine(critic, real, y_real)
+        gp = gradient_penalty_affine(critic, real, y_real, fixed_shape)
     else:
         n = real.shape[0]
         out = critic(torch.cat([real, fake]), None if y_real is None else torch.cat([y_real, y_fake]))

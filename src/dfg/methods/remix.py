@@ -27,14 +27,20 @@ class Remix(SupervisedMethod):
         perm = torch.randperm(batch, generator=step_generator(self.ctx.seed, "remix-perm", step))
         return lam, perm
 
-    def train_step(self, step: int) -> Logs:
+    def step_inputs(self, step: int) -> tuple[torch.Tensor, ...]:
+        """The mixed batch and its targets, drawn and mixed on the host side (λ and the partners come from
+        per-step generators): (λ·x + (1 − λ)·x[perm], y, y[perm], label weights, λ as a float64 0-dim tensor)."""
         x, y = self.ctx.data.train.next()
         lam, perm = self.mixing(step, int(y.numel()))
         perm = perm.to(x.device)
         y_j = y[perm]
         counts = self.class_counts.to(y.device).double()
         w_i = remix_label_weight(lam, counts[y], counts[y_j], float(self.ctx.hp["kappa"]), float(self.ctx.hp["tau"]))
-        logits = self.forward(lam * x + (1.0 - lam) * x[perm])
-        loss = soft_pair_cross_entropy(logits, y, y_j, w_i)
-        self.update(loss)
+        mixed = lam * x + (1.0 - lam) * x[perm]
+        return mixed, y, y_j, w_i, torch.tensor(lam, dtype=torch.float64, device=x.device)
+
+    def step_body(self, step: int, inputs: tuple[torch.Tensor, ...]) -> Logs:
+        mixed, y, y_j, w_i, lam = inputs
+        loss = soft_pair_cross_entropy(self.forward(mixed), y, y_j, w_i)
+        self.optimize(loss)
         return {"loss": loss.detach(), "lambda": lam}

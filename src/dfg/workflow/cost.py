@@ -40,10 +40,12 @@ class RunCost:
     estimated: bool  # no measured rate for this backbone and method
 
 
-def load_rates(path: Path | None = None, capture: str = "graph") -> tuple[dict[tuple[str, str, str], float], str]:
+def load_rates(path: Path | None = None, capture: str = "graph", channels_last: bool = False
+               ) -> tuple[dict[tuple[str, str, str], float], str]:
     """{(backbone, method, phase): steps/s} and a one-line provenance: the packaged gpu_rates.csv, or a
     `dfg bench --out` CSV (`path`), whose rows with a `capture` column count only where it is `capture`
-    (a bench of --capture off,on holds both; a method that recorded nothing is timed eagerly there)."""
+    (a bench of --capture off,on holds both; a method that recorded nothing is timed eagerly there), and
+    with a `channels_last` column only where it is `channels_last` (the suite's train.channels_last)."""
     if path is None:
         text = resources.files("dfg.workflow").joinpath(RATES_FILE).read_text()
     else:
@@ -61,7 +63,8 @@ def load_rates(path: Path | None = None, capture: str = "graph") -> tuple[dict[t
         devices = sorted({r.get("device", "?") for r in rows})
         source = f"dfg bench rows of {path} on {', '.join(devices)}" + (
             f", capture {capture}" if any("capture" in r for r in rows) else "")
-    rows = [r for r in rows if r.get("capture", capture) in (capture, "")]
+    rows = [r for r in rows if r.get("capture", capture) in (capture, "")
+            and r.get("channels_last", str(channels_last)) in (str(channels_last), "")]
     if path is not None and not rows:
         raise DfgError(f"{path} has no rows with capture {capture}; bench with `--capture` including it")
     return {(r["backbone"], r["method"], r["phase"] or ""): float(r["steps_per_s"]) for r in rows}, source
@@ -159,7 +162,7 @@ def report(params: dict, params_file: str = "params.yaml", markdown: bool = Fals
     from dfg.workflow.plan import Plan
 
     plan = Plan(params, params_file)
-    rates, source = load_rates(rates_file, capture)
+    rates, source = load_rates(rates_file, capture, bool(params["train"].get("channels_last", False)))
     costs = run_costs(plan, rates)
     jobs: dict[str, int] = defaultdict(int)
     for job in plan.jobs():

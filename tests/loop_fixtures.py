@@ -92,3 +92,37 @@ def digits_task_with_source(tmp: Path) -> dict:
     t["source"] = tmp / "source.pt"
     run_pretrain(make_params(), "lenet5-digits", prepared_dir=t["prepared"], out=t["source"], device="cpu")
     return t
+
+
+def random_lenet_context(name: str, seed: int = 0, *, batch: int = 16, total_steps: int = 20, capture: str = "off",
+                         cls=None, **hp_over):
+    """(method class, RunContext) of `name` on a tiny random-image LeNet-5 task on the CPU: 10 classes,
+    2 majority ones of 60 images and 8 minority ones of 12, a random network as its own (frozen) source;
+    the project's hyper-parameters with `hp_over` on top."""
+    import torch
+
+    from dfg.batches import DeviceImages, EvalImages, TaskData, TrainBatches
+    from dfg.loop import make_context
+    from dfg.methods import METHODS
+    from dfg.models import build_backbone
+
+    params = load_params(semantic=False)
+    params["train"]["batch_size"] = batch
+    hp = copy.deepcopy(params["methods"][name])
+    hp.update(hp_over)
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.full(60, c) for c in range(2)] + [np.full(12, c) for c in range(2, 10)])
+    x = rng.integers(0, 256, (len(y), 32, 32, 1), dtype=np.uint8)
+    dev = torch.device("cpu")
+    imgs = DeviceImages(x, y, dev)
+    train = TrainBatches(imgs, np.arange(len(y)), 10, batch, "none", 32, seed, dev)
+    data = TaskData(train=train, test=EvalImages(imgs, np.arange(40), dev), num_classes=10,
+                    class_counts=torch.bincount(train.labels, minlength=10), minority_classes=list(range(2, 10)),
+                    classes=[str(i) for i in range(10)], dataset="random")
+    torch.manual_seed(seed)
+    cls = cls or METHODS.get(name)
+    net = cls.adapt_net(build_backbone("lenet5", 10), hp)
+    ctx = make_context(task="t", method=name, seed=seed, params=params, hp=hp, device=dev, net=net,
+                       source_net=copy.deepcopy(net).eval().requires_grad_(False), data=data,
+                       total_steps=total_steps, optimizer=params["train"]["optimizer"]["lenet5"], capture=capture)
+    return cls, ctx

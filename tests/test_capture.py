@@ -5,21 +5,17 @@ step's losses and weights, and a short run the same accuracy. The graph itself i
 
 from __future__ import annotations
 
-import copy
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from dfg import DfgError, capture
-from dfg.batches import DeviceImages, EvalImages, TaskData, TrainBatches
 from dfg.config import load_params
-from dfg.loop import fit, make_context
-from dfg.methods import METHODS
+from dfg.loop import fit
 from dfg.models import build_backbone
 from dfg.workflow.plan import Plan
-from loop_fixtures import digits_task_with_source
+from loop_fixtures import digits_task_with_source, random_lenet_context
 from test_loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,25 +26,8 @@ BATCH = 16
 def run(name: str, mode: str, steps: int, cls=None, **hp_over) -> tuple[list[dict], dict, dict]:
     """(per-step logs, final weights, capture summary) of `steps` steps of `name` through fit on a tiny
     random-image LeNet-5 task (10 classes, 8 of them minority), with the resolved capture `mode`."""
-    params = load_params(semantic=False)
-    params["train"]["batch_size"] = BATCH
-    hp = copy.deepcopy(params["methods"][name])
-    hp.update(hp_over)
-    rng = np.random.default_rng(0)
-    y = np.concatenate([np.full(60, c) for c in range(2)] + [np.full(12, c) for c in range(2, 10)])
-    x = rng.integers(0, 256, (len(y), 32, 32, 1), dtype=np.uint8)
-    dev = torch.device("cpu")
-    imgs = DeviceImages(x, y, dev)
-    batches = TrainBatches(imgs, np.arange(len(y)), 10, BATCH, "none", 32, 0, dev)
-    data = TaskData(train=batches, test=EvalImages(imgs, np.arange(40), dev), num_classes=10,
-                    class_counts=torch.bincount(batches.labels, minlength=10), minority_classes=list(range(2, 10)),
-                    classes=[str(i) for i in range(10)], dataset="random")
-    torch.manual_seed(0)
-    cls = cls or METHODS.get(name)
-    net = cls.adapt_net(build_backbone("lenet5", 10), hp)
-    ctx = make_context(task="t", method=name, seed=0, params=params, hp=hp, device=dev, net=net,
-                       source_net=copy.deepcopy(net).eval().requires_grad_(False), data=data, total_steps=steps,
-                       optimizer=params["train"]["optimizer"]["lenet5"], capture=mode)
+    cls, ctx = random_lenet_context(name, batch=BATCH, total_steps=steps, capture=mode, cls=cls, **hp_over)
+    net = ctx.net
     logs: list[dict] = []
     result = fit(cls(ctx), ctx, eval_every=steps, checkpoint_every=10 ** 6, eval_batch_size=64,
                  callback=lambda _d, step_logs: logs.append({k: float(v) for k, v in step_logs.items()}))

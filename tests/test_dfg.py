@@ -9,11 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfg.batches import DeviceImages, EvalImages, TaskData, TrainBatches
-from dfg.config import load_params
-from dfg.methods import METHODS
-from dfg.models import build_backbone
-from dfg.train import make_context
+from loop_fixtures import random_lenet_context
 
 BATCH = 16
 
@@ -22,25 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_method(name: str = "dfg", seed: int = 0, **hp_over):
-    params = load_params(semantic=False)
-    params["train"]["batch_size"] = BATCH
-    hp = copy.deepcopy(params["methods"][name])
-    hp.update(hp_over)
-    rng = np.random.default_rng(0)
-    y = np.concatenate([np.full(60, c) for c in range(2)] + [np.full(12, c) for c in range(2, 10)])
-    x = rng.integers(0, 256, (len(y), 32, 32, 1), dtype=np.uint8)
-    dev = torch.device("cpu")
-    imgs = DeviceImages(x, y, dev)
-    train = TrainBatches(imgs, np.arange(len(y)), 10, BATCH, "none", 32, seed, dev)
-    data = TaskData(train=train, test=EvalImages(imgs, np.arange(40), dev), num_classes=10,
-                    class_counts=torch.bincount(train.labels, minlength=10), minority_classes=list(range(2, 10)),
-                    classes=[str(i) for i in range(10)], dataset="random")
-    torch.manual_seed(seed)
-    net = build_backbone("lenet5", 10)
-    src = copy.deepcopy(net).eval().requires_grad_(False)
-    ctx = make_context(task="t", method=name, seed=seed, params=params, hp=hp, device=dev, net=net,
-                       source_net=src, data=data, total_steps=20, optimizer=params["train"]["optimizer"]["lenet5"])
-    method = METHODS.get(name)(ctx)
+    cls, ctx = random_lenet_context(name, seed, batch=BATCH, **hp_over)
+    method = cls(ctx)
     method.setup()
     return method
 

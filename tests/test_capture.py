@@ -172,3 +172,21 @@ def test_channels_last_trains_to_the_same_accuracy_band(task, tmp_path):
     net = build_backbone("lenet5", 10)
     net.load_state_dict(load_torch(tmp_path / "nhwc" / "m.pt")["net"])
     assert "channels_last" not in nhwc["params"]["train"]
+
+
+def test_a_resumed_adam_is_made_capturable_again():
+    """A resume checkpoint's Adam state says capturable=False (state_dict carries the flag); a captured
+    run turns it back on and keeps the step counts as float32 tensors, as capturable Adam needs."""
+    w = torch.nn.Parameter(torch.ones(3))
+    saved = torch.optim.Adam([w], lr=0.1)
+    w.grad = torch.ones(3)
+    saved.step()
+    resumed = torch.optim.Adam([w], lr=0.1, capturable=False)
+    resumed.load_state_dict(saved.state_dict())
+    capture.make_capturable(resumed)
+    assert resumed.param_groups[0]["capturable"] is True
+    step = resumed.state[w]["step"]
+    assert step.dtype == torch.float32 and float(step) == 1.0
+    sgd = torch.optim.SGD([w], lr=0.1)
+    capture.make_capturable(sgd)  # nothing to do for SGD
+    assert "capturable" not in sgd.param_groups[0]

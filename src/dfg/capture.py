@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 #: Eager steps per key before its capture (lazy optimiser state, cuBLAS/cuDNN workspaces, autotuning).
 WARMUP_STEPS = 3
 MODES = ("auto", "on", "off")
+#: Only this thread's CUDA calls are checked during a capture: a DataLoader's pin-memory thread (224-px
+#: data) may allocate pinned memory meanwhile, which the default "global" mode turns into an error.
+CAPTURE_ERROR_MODE = "thread_local"
 
 
 def resolve_mode(setting: str, device: torch.device) -> str:
@@ -174,7 +177,7 @@ class CapturedSteps:
         graph.register_generator_state(self.method.ctx.generator)
         torch.cuda.synchronize()
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
                 logs = self.method.step_body(step, static)
         except RuntimeError as e:  # an op that cannot be recorded (CUDA errors are RuntimeErrors): go on eagerly
             self.failed = f"{type(e).__name__}: {e}".splitlines()[0]
@@ -238,7 +241,7 @@ class CapturedForward:
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize()
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
                 logits = self._forward(static[0])
         except RuntimeError as e:
             self.failed = f"{type(e).__name__}: {e}".splitlines()[0]

@@ -126,3 +126,10 @@ def test_soft_pair_cross_entropy_hand_computed():
     logits = torch.tensor([[0.0, math.log(3.0)]])  # softmax = [0.25, 0.75]
     v = losses.soft_pair_cross_entropy(logits, torch.tensor([0]), torch.tensor([1]), torch.tensor([0.4]))
     assert float(v) == pytest.approx(0.4 * -math.log(0.25) + 0.6 * -math.log(0.75), rel=1e-6)
+
+
+def test_one_hot_from_a_comparison_equals_torch_one_hot():
+    y = torch.tensor([2, 0, 3, 3, 1])
+    got = losses.one_hot(y, 5)
+    assert got.dtype == torch.float32 and got.tolist()[0] == [0.0, 0.0, 1.0, 0.0, 0.0]
+    assert torch.equal(got, Fn.one_hot(y, 5).float())

@@ -44,6 +44,7 @@ from dfg.methods.attention import class_attention, eval_mode, load_training_samp
 from dfg.methods.base import Logs
 from dfg.methods.delta import Delta, extractor_scores, per_backbone, seeded
 from dfg.methods.gan import FeatureCritic, FeatureGenerator, critic_loss, critic_mean, sample_noise
+from dfg.methods.losses import one_hot
 
 _BATCH_COUPLED = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
 
@@ -120,7 +121,7 @@ class DFG(Delta):
 
     def _noise(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z, y = sample_noise(batch, self.G.noise_dim, self.classes, self.ctx.generator)
-        onehot = nnf.one_hot(y, self.ctx.data.num_classes).float()
+        onehot = one_hot(y, self.ctx.data.num_classes)
         return z, onehot, y
 
     def generate(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,7 +330,7 @@ class DFG(Delta):
     def _generate_for(self, n: int, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = copy.deepcopy(self.G)  # train-mode batch statistics, as during training, on a copy
         z, y = sample_noise(n, g.noise_dim, classes, seeded(self.ctx, "artefacts-noise")[1])
-        onehot = nnf.one_hot(y, self.ctx.data.num_classes).float()
+        onehot = one_hot(y, self.ctx.data.num_classes)
         return g(z, onehot, onehot @ self.attention).float(), y
 
 

@@ -30,6 +30,7 @@ from dfg.methods.base import Logs, Method
 from dfg.methods.delta import seeded
 from dfg.methods.dfg import build_gan, feature_artefacts, gan_optimizer
 from dfg.methods.gan import critic_loss, critic_mean, sample_noise
+from dfg.methods.losses import one_hot
 
 
 @METHODS.register("difa_cmwgan")
@@ -59,7 +60,7 @@ class DifaCmwgan(Method):
         self.fixed_shape = ctx.capture != "off"
 
     def _s(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        onehot = nnf.one_hot(y, self.ctx.data.num_classes).float()
+        onehot = one_hot(y, self.ctx.data.num_classes)
         with self.ctx.autocast():
             return self.S(z, onehot).float()
 
@@ -166,6 +167,6 @@ class DifaCmwgan(Method):
             s = copy.deepcopy(self.S).eval()
             z, y = sample_noise(n, s.noise_dim, classes, seeded(self.ctx, "artefacts-noise")[1])
             with torch.no_grad():
-                return s(z, nnf.one_hot(y, self.ctx.data.num_classes).float()).float(), y
+                return s(z, one_hot(y, self.ctx.data.num_classes)).float(), y
 
         return feature_artefacts(self.ctx, self.ctx.hp, generate)

@@ -57,6 +57,12 @@ def ldam_margins(class_counts: torch.Tensor | list[int], max_margin: float) -> t
     return (raw * (max_margin / raw.max())).float()
 
 
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """float32 [n, num_classes] one-hot rows of int labels: F.one_hot's values, from a comparison, so it
+    never reads the labels on the host (a recorded CUDA step may not)."""
+    return (labels.unsqueeze(1) == torch.arange(num_classes, device=labels.device)).float()
+
+
 def ldam_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -68,7 +74,7 @@ def ldam_loss(
     lowered by s·Δ_y, then (optionally class-weighted) cross-entropy. Equal to the paper's
     CE(s·(cos θ − Δ_y·onehot)) because the head already applies s."""
     logits = logits.float()
-    shift = Fn.one_hot(target, logits.shape[1]).float() * (scale * margins.to(logits.device))[target, None]
+    shift = one_hot(target, logits.shape[1]) * (scale * margins.to(logits.device))[target, None]
     w = weight.to(logits.device) if weight is not None else None
     return Fn.cross_entropy(logits - shift, target, weight=w)
 

@@ -78,3 +78,19 @@ def test_report_fails_the_gate_below_5x(tmp_path):
     report = load_script()
     fabricate(tmp_path, dfg_on=120.0)
     assert report.report(tmp_path, None) == 1
+
+
+def test_a_shorter_full_run_is_compared_with_fmnist_full_at_its_step(tmp_path):
+    """FULL_STEPS=10000: the band is fmnist-full's test curves at step 10 000, not their final accuracies."""
+    report = load_script()
+    fabricate(tmp_path, dfg_on=300.0)
+    at = []
+    for p in sorted((ROOT / "results/fmnist-full/runs/fmnist-mnist5k/dfg").glob("seed*/curves.csv")):
+        with open(p, newline="") as f:
+            at += [float(c["test_accuracy"]) for c in csv.DictReader(f) if c["step"] == "10000"]
+    assert len(at) == 5
+    m = tmp_path / "full/dfg/seed0/metrics.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "steps": 10000, "accuracy": max(at) + 0.01}))
+    report.report(tmp_path, tmp_path / "r.md")
+    line = next(ln for ln in (tmp_path / "r.md").read_text().splitlines() if ln.startswith("| dfg | 10,000 |"))
+    assert f"| {100 * min(at):.2f}-{100 * max(at):.2f} | NO |" in line

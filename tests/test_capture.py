@@ -5,6 +5,7 @@ step's losses and weights, and a short run the same accuracy. The graph itself i
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -190,3 +191,23 @@ def test_a_resumed_adam_is_made_capturable_again():
     sgd = torch.optim.SGD([w], lr=0.1)
     capture.make_capturable(sgd)  # nothing to do for SGD
     assert "capturable" not in sgd.param_groups[0]
+
+
+def test_bench_times_capture_off_and_on_side_by_side_for_dfg_plan(tmp_path):
+    """`dfg bench --capture off,on --out F`: one row per setting (the recording made in the warm-up, not
+    timed), in the columns that `dfg plan --rates F --capture MODE` reads."""
+    import argparse
+
+    from dfg.bench import main
+    from dfg.workflow import cost
+    from loop_fixtures import make_params
+
+    args = argparse.Namespace(backbones="lenet5", methods="original", steps=2, device="cpu", capture="off,on",
+                              channels_last=None, out=tmp_path / "bench.csv")
+    assert main(args, make_params()) == 0
+    with open(tmp_path / "bench.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["capture"], r["graphs"], r["channels_last"]) for r in rows] == [("off", "0", "False"),
+                                                                              ("static", "1", "False")]
+    rates, _ = cost.load_rates(tmp_path / "bench.csv", "static")
+    assert rates == {("lenet5", "original", ""): float(rows[1]["steps_per_s"])}

@@ -77,15 +77,32 @@ def make_capturable(opt: torch.optim.Optimizer) -> None:
                 state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
 
 
-def _lrs(method: Method) -> tuple[float, ...]:
-    return tuple(float(g["lr"]) for opt in optimizers_of(method) for g in opt.param_groups)
-
-
 def _tensors(inputs) -> tuple[torch.Tensor, ...]:
     out = tuple(inputs)
     if not all(isinstance(t, torch.Tensor) for t in out):
         raise DfgError("a method's step_inputs must return a tuple of tensors")
     return out
+
+
+def record_graph(fn, what: str, generator: torch.Generator | None = None
+                 ) -> tuple[torch.cuda.CUDAGraph, object] | str:
+    """(graph, fn()'s outputs as recorded) of `fn` captured on CUDA, or why it could not be: an op that
+    cannot be recorded raises a RuntimeError (CUDA errors are RuntimeErrors), logged once as a warning
+    naming `what`; the caller then goes on eagerly. `generator`: the method's, registered so that each
+    replay draws fresh numbers (the default CUDA generator is registered by PyTorch)."""
+    graph = torch.cuda.CUDAGraph()
+    if generator is not None:
+        graph.register_generator_state(generator)
+    torch.cuda.synchronize()
+    try:
+        with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
+            out = fn()
+    except RuntimeError as e:
+        reason = f"{type(e).__name__}: {e}".splitlines()[0]
+        log.warning("train.capture: %s could not be captured (%s); it runs eagerly", what, reason)
+        torch.cuda.synchronize()
+        return reason
+    return graph, out
 
 
 @dataclass
@@ -121,8 +138,10 @@ class CapturedSteps:
         self._said_eager = False
         # A method with its own train_step runs that, never the split parts (its step is its own).
         self.splits = type(method).train_step is Method.train_step
+        # Found once (set-up and resume have made them): their learning rates join each step's key.
+        self.optimizers = optimizers_of(method)
         if mode == "graph":
-            for opt in optimizers_of(method):
+            for opt in self.optimizers:
                 make_capturable(opt)
 
     def __call__(self, step: int) -> Logs:
@@ -135,7 +154,7 @@ class CapturedSteps:
                 self._said_eager = True
             self.counts["eager"] += 1
             return method.train_step(step)
-        key = (key, _lrs(method))
+        key = (key, tuple(float(g["lr"]) for opt in self.optimizers for g in opt.param_groups))
         inputs = _tensors(method.step_inputs(step))
         entry = self.entries.get(key)
         if entry is None:
@@ -173,20 +192,13 @@ class CapturedSteps:
             log.info("train.capture: %s step %r recorded (static buffers, no graph on %s)",
                      self.method.ctx.method, key[0], self.method.ctx.device.type)
             return self._keep(key, _Entry(step, static, {}))
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.method.ctx.generator)
-        torch.cuda.synchronize()
-        try:
-            with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
-                logs = self.method.step_body(step, static)
-        except RuntimeError as e:  # an op that cannot be recorded (CUDA errors are RuntimeErrors): go on eagerly
-            self.failed = f"{type(e).__name__}: {e}".splitlines()[0]
-            log.warning("train.capture: %s could not be captured (%s); the run goes on eagerly",
-                        self.method.ctx.method, self.failed)
-            torch.cuda.synchronize()
+        got = record_graph(lambda: self.method.step_body(step, static), f"{self.method.ctx.method}'s step",
+                           self.method.ctx.generator)
+        if isinstance(got, str):
+            self.failed = got
             return None
         log.info("train.capture: %s step %r captured as a CUDA graph", self.method.ctx.method, key[0])
-        return self._keep(key, _Entry(step, static, logs, graph))
+        return self._keep(key, _Entry(step, static, got[1], got[0]))
 
     def _keep(self, key: Hashable, entry: _Entry) -> _Entry:
         self.entries[key] = entry
@@ -238,15 +250,8 @@ class CapturedForward:
         static = (x.clone(),)
         if self.mode == "static":
             return self.entries.setdefault(key, _Entry(0, static, {}))
-        graph = torch.cuda.CUDAGraph()
-        torch.cuda.synchronize()
-        try:
-            with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
-                logits = self._forward(static[0])
-        except RuntimeError as e:
-            self.failed = f"{type(e).__name__}: {e}".splitlines()[0]
-            log.warning("train.capture: the evaluation forward could not be captured (%s); it runs eagerly",
-                        self.failed)
-            torch.cuda.synchronize()
+        got = record_graph(lambda: self._forward(static[0]), "the evaluation forward")
+        if isinstance(got, str):
+            self.failed = got
             return None
-        return self.entries.setdefault(key, _Entry(0, static, {"logits": logits}, graph))
+        return self.entries.setdefault(key, _Entry(0, static, {"logits": got[1]}, got[0]))
